@@ -1,0 +1,30 @@
+"""User-facing errors: one line that says what was wrong and what to do."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class UserError(Exception):
+    """An expected mistake in the user's input (a file, a config key, a column).
+
+    Scripts print its message on one line and exit with status 2, no traceback.
+    """
+
+
+def exit_on_user_error(main: F) -> F:
+    """Decorate a script's ``main`` so a :class:`UserError` ends it with one line."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
