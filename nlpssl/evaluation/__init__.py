@@ -1,0 +1,1 @@
+"""Evaluation: STS Spearman, offline `evaluate` metrics, linear probes and kNN, perplexity."""
