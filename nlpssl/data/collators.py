@@ -1,0 +1,108 @@
+"""Batch collators. Each takes a list of examples and an optional seeded generator.
+
+The training loop seeds one generator per batch from (seed, step, rank), so
+masking is reproducible and resumes exactly.
+
+Shapes: B batch, L length, V vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from nlpssl.errors import UserError
+
+IGNORE_INDEX = -100
+
+
+def pad_column(examples: Sequence[dict], key: str, value: int, multiple_of: int | None = None) -> torch.Tensor:
+    """Stack ``examples[i][key]`` (ragged int lists) into (B, L), right-padded with ``value``."""
+    rows = [example[key] for example in examples]
+    length = max(len(row) for row in rows)
+    if multiple_of:
+        length = -(-length // multiple_of) * multiple_of
+    if all(len(row) == length for row in rows):
+        return torch.tensor(rows, dtype=torch.long)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+class MLMCollator:
+    """BERT masking: pick ``mask_prob`` of tokens; of those, ``mask_token_frac`` become [MASK],
+    ``random_token_frac`` a random non-special token, and the rest stay unchanged.
+
+    Devlin et al. 2019. With ``whole_word_mask`` whole words are picked (every
+    token of a chosen word) and 80/10/10 applies to each of their tokens.
+    Special and padding tokens are never picked; labels are -100 elsewhere.
+
+    Examples need ``input_ids``; ``special_tokens_mask`` (from packing) is used
+    when present, and ``word_starts`` is required for whole-word masking.
+
+    Example::
+
+        collate = MLMCollator(tokenizer, mask_prob=0.15)
+        batch = collate(blocks[:32], generator=torch.Generator().manual_seed(0))
+        batch["input_ids"], batch["labels"]  # (B, L) each
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        mask_prob: float = 0.15,
+        mask_token_frac: float = 0.8,
+        random_token_frac: float = 0.1,
+        whole_word_mask: bool = False,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        if tokenizer.mask_token_id is None:
+            raise UserError("the tokenizer has no mask token; masked LM needs one (train a wordpiece tokenizer)")
+        if not 0.0 < mask_prob < 1.0 or mask_token_frac + random_token_frac > 1.0:
+            raise UserError("need 0 < mlm.mask_prob < 1 and mlm.mask_token_frac + mlm.random_token_frac <= 1")
+        self.tokenizer = tokenizer
+        self.mask_prob = mask_prob
+        self.mask_token_frac = mask_token_frac
+        self.random_token_frac = random_token_frac
+        self.whole_word_mask = whole_word_mask
+        self.pad_to_multiple_of = pad_to_multiple_of
+        special_ids = set(tokenizer.all_special_ids)
+        self.replacement_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special_ids])  # (V',)
+
+    def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = pad_column(examples, "input_ids", pad_id, self.pad_to_multiple_of)  # (B, L)
+        attention_mask = pad_column([{"m": [1] * len(e["input_ids"])} for e in examples], "m", 0, self.pad_to_multiple_of)
+        special = self._special_mask(examples, input_ids) | (attention_mask == 0)  # (B, L) bool
+        chosen = self._choose(examples, special, generator)  # (B, L) bool
+        input_ids, labels = self._corrupt(input_ids, chosen, generator)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _special_mask(self, examples: Sequence[dict], input_ids: torch.Tensor) -> torch.Tensor:
+        if "special_tokens_mask" in examples[0]:
+            return pad_column(examples, "special_tokens_mask", 1, self.pad_to_multiple_of).bool()
+        special_ids = torch.tensor(self.tokenizer.all_special_ids)
+        return torch.isin(input_ids, special_ids)
+
+    def _choose(self, examples: Sequence[dict], special: torch.Tensor, generator) -> torch.Tensor:
+        noise = torch.rand(special.shape, generator=generator)  # (B, L)
+        if self.whole_word_mask:
+            if "word_starts" not in examples[0]:
+                raise UserError("whole-word masking needs 'word_starts' in the examples (pack with tokenize_and_pack)")
+            starts = pad_column(examples, "word_starts", 1, self.pad_to_multiple_of)  # (B, L)
+            word_index = starts.cumsum(dim=1) - 1  # (B, L): which word each token belongs to
+            noise = noise.gather(1, word_index)  # every token of a word shares its word's draw
+        return (noise < self.mask_prob) & ~special
+
+    def _corrupt(self, input_ids: torch.Tensor, chosen: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, L)
+        action = torch.rand(input_ids.shape, generator=generator)  # (B, L)
+        to_mask = chosen & (action < self.mask_token_frac)
+        to_random = chosen & (action >= self.mask_token_frac) & (action < self.mask_token_frac + self.random_token_frac)
+        draws = torch.randint(len(self.replacement_ids), input_ids.shape, generator=generator)
+        corrupted = torch.where(to_mask, torch.full_like(input_ids, self.tokenizer.mask_token_id), input_ids)
+        corrupted = torch.where(to_random, self.replacement_ids[draws], corrupted)
+        return corrupted, labels

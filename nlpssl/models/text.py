@@ -1,0 +1,82 @@
+"""Build text models from config dimensions or load them from a checkpoint folder.
+
+Every builder checks that the tokenizer fits the model's vocabulary, so a
+mismatch fails with one line instead of an index error deep inside torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from nlpssl.errors import UserError
+
+
+@dataclass
+class EncoderDims:
+    """Transformer dimensions for a model built from scratch."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    dropout: float = 0.1
+    max_position_embeddings: int = 512
+
+
+def bert_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
+    """A BertConfig of ``dims`` whose vocabulary and pad id match ``tokenizer``."""
+    if dims.hidden_size % dims.num_heads:
+        raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims.hidden_size,
+        num_hidden_layers=dims.num_layers,
+        num_attention_heads=dims.num_heads,
+        intermediate_size=dims.intermediate_size,
+        hidden_dropout_prob=dims.dropout,
+        attention_probs_dropout_prob=dims.dropout,
+        max_position_embeddings=dims.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+    )
+
+
+def build_mlm_model(
+    tokenizer: PreTrainedTokenizerBase, dims: EncoderDims | None = None, checkpoint: str | None = None
+) -> PreTrainedModel:
+    """A masked-LM model: loaded from ``checkpoint`` (folder or hub name), else a BERT of ``dims``.
+
+    Example::
+
+        model = build_mlm_model(tokenizer, EncoderDims(hidden_size=256, num_layers=4))
+    """
+    if checkpoint:
+        model = load_pretrained(AutoModelForMaskedLM, checkpoint)
+    else:
+        model = BertForMaskedLM(bert_config(dims or EncoderDims(), tokenizer))
+    check_vocab_fits(model, tokenizer)
+    return model
+
+
+def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
+    """``model_class.from_pretrained`` with a one-line error for a missing or unloadable checkpoint."""
+    path = Path(name_or_path).expanduser()
+    if str(name_or_path).startswith((".", "/", "~")) and not path.is_dir():
+        raise UserError(f"checkpoint folder {path} not found; pass an existing model folder")
+    try:
+        return model_class.from_pretrained(str(path) if path.is_dir() else name_or_path, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load a {model_class.__name__} from '{name_or_path}': {first}") from None
+
+
+def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Fail when the tokenizer can produce ids the model's embedding table does not have."""
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab}; "
+            f"use the tokenizer saved with the checkpoint"
+        )

@@ -1,0 +1,103 @@
+"""Deterministic, resumable batching: the data position is a function of the step.
+
+Micro-step ``m`` reads global batch ``m`` of a seeded per-epoch permutation;
+process ``r`` of ``W`` takes its slice of it. Masking and other collator
+randomness use a generator seeded from (seed, m, rank). So a run resumed at
+step N sees exactly the batches an uninterrupted run sees, on any world size
+that was used before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from nlpssl.errors import UserError
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Which micro-step a batch belongs to and which rows it holds."""
+
+    step: int
+    indices: list[int]
+
+
+class StepBatchSampler:
+    """Yields :class:`BatchKey` for micro-steps ``start_step, start_step + 1, ...`` forever."""
+
+    def __init__(self, num_rows: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int = 0) -> None:
+        global_batch = batch_size * world_size
+        if num_rows < global_batch:
+            raise UserError(
+                f"the dataset has {num_rows} rows, fewer than one global batch of {global_batch} "
+                f"(train.batch_size x processes); lower train.batch_size or add data"
+            )
+        self.batches_per_epoch = num_rows // global_batch
+        self.num_rows, self.batch_size, self.rank = num_rows, batch_size, rank
+        self.global_batch, self.seed, self.start_step = global_batch, seed, start_step
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        step, epoch, order = self.start_step, -1, None
+        while True:
+            this_epoch, position = divmod(step, self.batches_per_epoch)
+            if this_epoch != epoch:
+                epoch = this_epoch
+                order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
+            start = position * self.global_batch + self.rank * self.batch_size
+            yield BatchKey(step, order[start : start + self.batch_size].tolist())
+            step += 1
+
+
+class _KeyedRows:
+    """Dataset view that answers a :class:`BatchKey` with (step, rows)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __getitems__(self, key: BatchKey) -> tuple[int, list]:
+        if hasattr(self.dataset, "__getitems__"):
+            return key.step, self.dataset.__getitems__(key.indices)
+        return key.step, [self.dataset[i] for i in key.indices]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class _SeededCollate:
+    def __init__(self, collator: Callable, seed: int, rank: int) -> None:
+        self.collator, self.seed, self.rank = collator, seed, rank
+
+    def __call__(self, keyed: tuple[int, list]) -> dict:
+        step, rows = keyed
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, step, self.rank))
+        return self.collator(rows, generator=generator)
+
+
+def batch_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the collator's generator for one micro-step on one process."""
+    return ((seed * 1_000_003 + step) * 4099 + rank) % (2**63 - 1)
+
+
+def make_loader(
+    dataset, collator: Callable, batch_size: int, rank: int, world_size: int,
+    seed: int, start_step: int = 0, num_workers: int = 0,
+) -> DataLoader:
+    """An endless DataLoader of collated batches starting at micro-step ``start_step``.
+
+    Example::
+
+        loader = make_loader(blocks, MLMCollator(tokenizer), 32, rank=0, world_size=1, seed=0)
+        batch = next(iter(loader))
+    """
+    sampler = StepBatchSampler(len(dataset), batch_size, rank, world_size, seed, start_step)
+    return DataLoader(
+        _KeyedRows(dataset),
+        batch_sampler=sampler,
+        collate_fn=_SeededCollate(collator, seed, rank),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
