@@ -100,4 +100,7 @@ def make_loader(
         collate_fn=_SeededCollate(collator, seed, rank),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # Its own generator: creating an iterator must not draw from the global RNG
+        # (that would shift dropout after a resume).
+        generator=torch.Generator().manual_seed(seed),
     )

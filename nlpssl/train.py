@@ -156,7 +156,7 @@ class _Loop:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):,.0f}")
             if (eval_dataset is not None or evaluators) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 self._log({"step": done} | self._evaluate(eval_dataset, collator, evaluators))
-            if done % cfg.save_every == 0 and done < cfg.max_steps:
+            if done % cfg.save_every == 0 or done == cfg.max_steps:
                 save_checkpoint(accelerator, self.model, self.output_dir, done, cfg.keep_checkpoints, self.tokenizer)
             bar.update(1)
         bar.close()

@@ -142,6 +142,7 @@ def _pack_batch(batch: dict, block_size: int, separator: int, cls: int | None) -
     ids_np = np.asarray(ids[: count * content], dtype=np.int64).reshape(shape)  # (N, C)
     starts_np = np.asarray(starts[: count * content], dtype=np.int8).reshape(shape)
     special_np = np.asarray(special[: count * content], dtype=np.int8).reshape(shape)
+    starts_np[:, 0] = 1  # a word cut by the block boundary is a whole word of this block
     if cls is not None:
         ids_np = np.concatenate([np.full((count, 1), cls), ids_np, np.full((count, 1), separator)], axis=1)
         ones = np.ones((count, 1), dtype=np.int8)
