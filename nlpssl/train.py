@@ -77,6 +77,17 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]
     ]
 
 
+def make_optimizer(
+    module: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6
+) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`; the fused kernel where torch has one for the device."""
+    groups = parameter_groups(module, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
 def train(
     objective: Objective,
     train_dataset,
@@ -102,9 +113,7 @@ def train(
     accelerator = _make_accelerator(cfg)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(objective, cfg.weight_decay), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps
-    )
+    optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
     start_step = _resume(accelerator, output_dir, cfg.resume)
     loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer)
