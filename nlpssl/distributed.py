@@ -13,6 +13,11 @@ import torch
 import torch.distributed as dist
 
 
+def cpu_only() -> bool:
+    """True when no GPU is present: Accelerate is then told to run (several) processes on CPU with gloo."""
+    return not torch.cuda.is_available()
+
+
 def is_distributed() -> bool:
     """True when a process group with more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
+from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
 from nlpssl.objectives.base import Objective
 from nlpssl.sampling import make_loader
@@ -53,6 +55,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = ""  # "", "auto" (latest checkpoint in output_dir) or a checkpoint folder
     num_workers: int = 0
+    cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
 
 
 Evaluator = Callable[[Objective], dict]
@@ -111,6 +114,7 @@ def train(
         train(objective, blocks, MLMCollator(tokenizer), TrainConfig(max_steps=200), tokenizer=tokenizer)
     """
     accelerator = _make_accelerator(cfg)
+    _set_cpu_threads(accelerator, cfg.cpu_threads)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
@@ -125,9 +129,18 @@ def _make_accelerator(cfg: TrainConfig) -> Accelerator:
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
         raise UserError("train.max_steps, train.batch_size and train.grad_accum_steps must be at least 1")
     try:
-        return Accelerator(mixed_precision=cfg.precision)
+        return Accelerator(mixed_precision=cfg.precision, cpu=cpu_only())
     except ValueError as error:
         raise UserError(f"train.precision={cfg.precision}: {str(error).splitlines()[0]}") from None
+
+
+def _set_cpu_threads(accelerator: Accelerator, requested: int | None) -> None:
+    """Use the machine's cores on CPU: `accelerate launch` without --cpu pins OMP_NUM_THREADS=1."""
+    if accelerator.device.type != "cpu":
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(requested or max(1, cores // local_processes))
 
 
 def _resume(accelerator: Accelerator, output_dir: Path, resume: str) -> int:

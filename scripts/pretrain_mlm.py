@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 
 from nlpssl.config import load_config, save_config
 from nlpssl.data.collators import MLMCollator
+from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
@@ -29,7 +30,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mlm.yaml"
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(MLMRecipe, argv, DEFAULT_RECIPE)
-    state = PartialState()
+    state = PartialState(cpu=cpu_only())
     with state.main_process_first():
         train_docs, valid_docs = split_corpus(cfg.data, cfg.train.seed)
         tokenizer = resolve_tokenizer(

@@ -30,6 +30,17 @@ def test_pretrain_mlm_two_steps_through_accelerate_launch(tmp_path):
     assert len(fill("in the beginning god created the [MASK].")) == 5
 
 
+def test_pretrain_mlm_on_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env_config = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", env_config, "scripts/pretrain_mlm.py"]
+    args = [*TINY_OVERRIDES, "--train.max_steps=2", "--train.save_every=2", f"--train.output_dir={out}"]
+    result = subprocess.run([*command, *args], cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = out / "checkpoints" / "step_000002"
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+
+
 def test_train_tokenizer_script(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(f"line number {i} of a small corpus" for i in range(200)))
