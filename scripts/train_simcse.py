@@ -1,0 +1,51 @@
+"""SimCSE sentence embeddings, unsupervised (dropout views) or supervised (positives, hard negatives).
+
+    accelerate launch scripts/train_simcse.py                              # unsupervised, from MiniLM
+    accelerate launch scripts/train_simcse.py --config configs/simcse_sup.yaml --data.train=nli.csv
+    accelerate launch scripts/train_simcse.py --model.checkpoint=outputs/mlm/final --model.pooler=cls_before_pooler
+
+Writes output_dir/final (and output_dir/best, selected on STS-B dev when
+../shared/data is present): folders that AutoModel and SentenceTransformer load.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from accelerate import PartialState
+from accelerate.utils import set_seed
+
+from nlpssl.config import load_config, save_config
+from nlpssl.data.pairs import SentenceViewsCollator
+from nlpssl.distributed import cpu_only
+from nlpssl.errors import exit_on_user_error
+from nlpssl.evaluation.selection import KeepBest
+from nlpssl.objectives.simcse import SimCSE
+from nlpssl.recipes import SimCSERecipe, load_simcse_data, load_simcse_encoder, output_path, stsb_dev_metric
+from nlpssl.train import train
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "simcse_unsup.yaml"
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    cfg = load_config(SimCSERecipe, argv, DEFAULT_RECIPE)
+    state = PartialState(cpu=cpu_only())
+    with state.main_process_first():
+        sentences, columns = load_simcse_data(cfg.data, cfg.train)
+    if state.is_main_process:
+        save_config(cfg, output_path(cfg.train, "config.yaml"))
+    set_seed(cfg.train.seed)
+    encoder, tokenizer, pooler = load_simcse_encoder(cfg.model)
+    collator = SentenceViewsCollator(tokenizer, columns, repeat=2 if len(columns) == 1 else 1, max_length=cfg.data.max_length)
+    objective = SimCSE(encoder, pooler, collator.num_views, cfg.simcse.temperature, cfg.simcse.gather, cfg.data.max_length)
+    evaluators = []
+    dev = stsb_dev_metric(cfg.simcse.stsb_dir, tokenizer)
+    if dev is not None:
+        evaluators.append(KeepBest(dev, "stsb_dev", output_path(cfg.train, "best"), tokenizer))
+    train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
