@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from nlpssl.distributed import gather_with_grad, rank
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Upcast half precision to float32 for a stable softmax; keep float64 (gradcheck, analysis) as it is."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def info_nce(
     query: torch.Tensor,
     keys: torch.Tensor,
@@ -58,7 +63,7 @@ def info_nce(
     logits = F.normalize(query, dim=-1) @ F.normalize(candidates, dim=-1).T  # (B, C)
     offset = rank() * local_batch if gather else 0
     labels = torch.arange(local_batch, device=query.device) + offset  # (B,)
-    return F.cross_entropy(logits.float() / temperature, labels)
+    return F.cross_entropy(_at_least_float32(logits) / temperature, labels)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = False) -> torch.Tensor:
@@ -84,7 +89,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool
         offset = 2 * local_batch * rank()
     else:
         keys, offset = queries, 0
-    logits = (queries @ keys.T).float() / temperature  # (2B, 2WB)
+    logits = _at_least_float32(queries @ keys.T) / temperature  # (2B, 2WB)
     rows = torch.arange(2 * local_batch, device=z1.device)  # (2B,)
     self_columns = rows + offset
     logits[rows, self_columns] = float("-inf")
@@ -106,7 +111,7 @@ def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
         loss = negative_cosine(predictor(online(v1)), teacher(v2).detach())
     """
-    return -F.cosine_similarity(prediction.float(), target.float(), dim=-1).mean()
+    return -F.cosine_similarity(_at_least_float32(prediction), _at_least_float32(target), dim=-1).mean()
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -121,7 +126,7 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
         loss = masked_mse(decoder(latent), patchify(images), mask)
     """
-    per_patch = (prediction.float() - target.float()).pow(2).mean(dim=-1)  # (B, N)
+    per_patch = (_at_least_float32(prediction) - _at_least_float32(target)).pow(2).mean(dim=-1)  # (B, N)
     mask = mask.to(per_patch.dtype)
     return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
 
@@ -134,14 +139,14 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     Returns 0 (with a gradient path) when every label is ignored, never NaN.
 
     Args:
-        logits: (..., V) scores; computed in float32 for stability.
+        logits: (..., V) scores; half precision is computed in float32 for stability.
         labels: (...) target ids, ``ignore_index`` where there is no target.
 
     Example::
 
         loss = token_cross_entropy(head(hidden[labels != -100]), labels[labels != -100])
     """
-    flat_logits = logits.reshape(-1, logits.shape[-1]).float()  # (N, V)
+    flat_logits = _at_least_float32(logits.reshape(-1, logits.shape[-1]))  # (N, V)
     flat_labels = labels.reshape(-1)  # (N,)
     total = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
     count = (flat_labels != ignore_index).sum().clamp(min=1)
