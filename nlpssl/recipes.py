@@ -201,10 +201,12 @@ def load_simcse_encoder(model: SentenceModelConfig):
 
     checkpoint = resolve_checkpoint(model.checkpoint)
     tokenizer = load_tokenizer(checkpoint)
-    # BERT's own pooler is only used (as SimCSE's MLP) by the "cls" method; leaving it out
-    # otherwise keeps every parameter in the loss, as DistributedDataParallel requires.
-    encoder = load_pretrained(AutoModel, checkpoint, add_pooling_layer=False)
+    encoder = load_pretrained(AutoModel, checkpoint)
     check_vocab_fits(encoder, tokenizer)
+    # BERT's own pooler is not in the loss (SimCSE trains its own MLP): freeze it, so
+    # DistributedDataParallel sees no unused trainable parameter, and keep it in the export.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler.requires_grad_(False)
     pooler = SentencePooler(model.pooler, hidden_size=encoder.config.hidden_size)
     return encoder, tokenizer, pooler
 

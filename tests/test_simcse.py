@@ -10,8 +10,9 @@ from transformers import AutoModel, BertConfig, BertModel
 from nlpssl.data.pairs import SentenceViewsCollator, load_sentence_tuples, split_sentences
 from nlpssl.errors import UserError
 from nlpssl.losses import info_nce
-from nlpssl.models.heads import SentencePooler, pool
+from nlpssl.models.heads import pool
 from nlpssl.objectives.simcse import SimCSE
+from nlpssl.recipes import SentenceModelConfig, load_simcse_encoder
 from tests.helpers import bible_subset, tiny_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,11 +31,8 @@ def tiny_encoder_dir(tmp_path_factory):
 
 
 def _objective(folder, method="mean", views=2):
-    from nlpssl.data.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(folder)
-    encoder = AutoModel.from_pretrained(folder, add_pooling_layer=False)
-    return SimCSE(encoder, SentencePooler(method, hidden_size=32), num_views=views, gather=False), tokenizer
+    encoder, tokenizer, pooler = load_simcse_encoder(SentenceModelConfig(checkpoint=str(folder), pooler=method))
+    return SimCSE(encoder, pooler, num_views=views, gather=False), tokenizer
 
 
 def test_collator_stacks_views_view_major(tiny_encoder_dir):
@@ -81,7 +79,10 @@ def test_export_loads_in_sentence_transformers_with_trained_pooling(tiny_encoder
         ours = objective.embed(objective.encoder(**ours_batch).last_hidden_state, ours_batch["attention_mask"])
     theirs = sentence_transformers.SentenceTransformer(str(tmp_path), device="cpu").encode(texts, convert_to_tensor=True)
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
-    assert AutoModel.from_pretrained(tmp_path).config.hidden_size == 32
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    if method == "cls":  # the trained MLP also lives in BERT's pooler: pooler_output is the embedding
+        with torch.no_grad():
+            torch.testing.assert_close(reloaded(**ours_batch).pooler_output, ours, rtol=1e-4, atol=1e-5)
 
 
 def test_pair_file_errors(tmp_path):

@@ -65,4 +65,6 @@ class SimCSE(Objective):
         keeps_mlp = self.pooler.method == "cls"
         pooling = "mean" if self.pooler.method == "mean" else "cls"
         dense = self.pooler.mlp.dense if keeps_mlp else None
+        if keeps_mlp and getattr(self.encoder, "pooler", None) is not None:
+            self.pooler.copy_mlp_into(self.encoder)  # AutoModel's pooler_output is then the embedding
         save_sentence_folder(self.encoder, directory, pooling, dense, self.max_seq_length)
