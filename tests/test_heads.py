@@ -92,7 +92,7 @@ def test_folder_pooling_reads_sentence_transformers_configs(tmp_path, minilm_pat
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))  # sentence-transformers >= 6
     assert folder_pooling(tmp_path) == "cls"
-    modules = [{"path": "1_Pooling", "type": "x.Pooling"}, {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
+    modules = [{"path": "1_Pooling", "type": "x.Pooling"}, {"path": "2_Lstm", "type": "sentence_transformers.models.LSTM"}]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(UserError, match="modules beyond pooling .*Dense"):
+    with pytest.raises(UserError, match="modules beyond pooling .*LSTM"):
         folder_pooling(tmp_path)

@@ -10,7 +10,8 @@ from transformers import AutoModel, BertConfig, BertModel
 from nlpssl.data.pairs import SentenceViewsCollator, load_sentence_tuples, split_sentences
 from nlpssl.errors import UserError
 from nlpssl.losses import info_nce
-from nlpssl.models.heads import pool
+from nlpssl.evaluation.sts import encode
+from nlpssl.models.heads import folder_pooling, pool
 from nlpssl.objectives.simcse import SimCSE
 from nlpssl.recipes import SentenceModelConfig, load_simcse_encoder
 from tests.helpers import bible_subset, tiny_wordpiece
@@ -79,10 +80,19 @@ def test_export_loads_in_sentence_transformers_with_trained_pooling(tiny_encoder
         ours = objective.embed(objective.encoder(**ours_batch).last_hidden_state, ours_batch["attention_mask"])
     theirs = sentence_transformers.SentenceTransformer(str(tmp_path), device="cpu").encode(texts, convert_to_tensor=True)
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+    # What scripts/evaluate_sts.py --pooling auto computes from the folder alone.
+    auto = encode(AutoModel.from_pretrained(tmp_path), tokenizer, texts, pooling=folder_pooling(tmp_path))
+    torch.testing.assert_close(auto, ours, rtol=1e-4, atol=1e-5)
     reloaded = AutoModel.from_pretrained(tmp_path).eval()
     if method == "cls":  # the trained MLP also lives in BERT's pooler: pooler_output is the embedding
         with torch.no_grad():
             torch.testing.assert_close(reloaded(**ours_batch).pooler_output, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_folder_without_tokenizer_is_a_user_error(tiny_encoder_dir, tmp_path):
+    AutoModel.from_pretrained(tiny_encoder_dir).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="has no tokenizer"):
+        load_simcse_encoder(SentenceModelConfig(checkpoint=str(tmp_path)))
 
 
 def test_pair_file_errors(tmp_path):

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from nlpssl.errors import UserError
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
 GPT_EOS = "<|endoftext|>"
 
@@ -104,6 +105,9 @@ def load_tokenizer(name_or_path: str | Path, require_fast: bool = False) -> PreT
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
     if looks_local and not path.is_dir():
         raise UserError(f"tokenizer folder {path} not found; train one with scripts/train_tokenizer.py")
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        # transformers 5 would otherwise build an empty tokenizer that maps every word to [UNK].
+        raise UserError(f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer with the model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as error:

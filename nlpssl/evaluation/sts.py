@@ -41,7 +41,6 @@ SENTEVAL_SUBSETS = {
 AVG_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb_test", "sickr")
 STS_TASKS = ("stsb_dev", "stsb_test", *SENTEVAL_SUBSETS, "sickr")
 ENCODE_POOLING = ("cls", "mean", "pooler")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 SICK_FILES = {"train": "SICK_train.txt", "trial": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
 
 
@@ -299,8 +298,8 @@ def format_results(results: dict[str, float | None]) -> str:
 def load_encoder(model_dir: str | Path) -> tuple[torch.nn.Module, object]:
     """``(AutoModel, tokenizer)`` from a local folder, failing in one line when the tokenizer is missing.
 
-    Checked here because transformers 5 otherwise builds an empty tokenizer that
-    maps every word to [UNK] and the figures come out as noise.
+    (:func:`~nlpssl.data.tokenizer.load_tokenizer` checks, because transformers 5 would
+    otherwise build an empty tokenizer and the figures would come out as noise.)
 
     Example::
 
@@ -309,9 +308,7 @@ def load_encoder(model_dir: str | Path) -> tuple[torch.nn.Module, object]:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"model folder {model_dir} not found")
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        raise UserError(f"{model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer with the model")
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)  # fails in one line when the folder has no tokenizer
     model = load_pretrained(AutoModel, str(model_dir))
     check_vocab_fits(model, tokenizer)
     return model, tokenizer

@@ -183,11 +183,13 @@ class SentencePooler(nn.Module):
         dense.load_state_dict(self.mlp.dense.state_dict())
 
 
-def folder_pooling(model_dir: str | Path) -> str | None:
-    """The pooling a sentence-transformers folder declares ("cls" or "mean"), or None for a plain model folder.
+def folder_pooling(model_dir: str | Path):
+    """How a sentence-transformers folder pools: "cls", "mean", a function (pooling then Dense), or None.
 
-    Fails when the folder has modules :func:`encode` would not apply (Dense layers,
-    max pooling, ...), so figures from :func:`pool` cannot silently differ from the model's own.
+    None means a plain model folder (no ``modules.json``). A Dense module after
+    the pooling (SimCSE's "cls" MLP, for one) is applied as the folder applies it;
+    any other module (max pooling, ...) fails, so figures from :func:`pool` cannot
+    silently differ from the model's own.
 
     Example::
 
@@ -196,11 +198,11 @@ def folder_pooling(model_dir: str | Path) -> str | None:
     model_dir = Path(model_dir)
     modules_file = model_dir / "modules.json"
     modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
-    extra = [m["type"] for m in modules if m["type"].rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Normalize")]
+    kind = {m["type"].rsplit(".", 1)[-1]: m["path"] for m in modules}
+    extra = [name for name in kind if name not in ("Transformer", "Pooling", "Normalize", "Dense")]
     if extra:
         raise UserError(f"{modules_file} has modules beyond pooling that pool() does not apply ({', '.join(extra)}); pass --pooling")
-    paths = [m["path"] for m in modules if m["type"].endswith("Pooling")] or ["1_Pooling"]
-    config_file = model_dir / paths[0] / "config.json"
+    config_file = model_dir / kind.get("Pooling", "1_Pooling") / "config.json"
     if not config_file.is_file():
         return None
     config = json.loads(config_file.read_text())
@@ -210,4 +212,24 @@ def folder_pooling(model_dir: str | Path) -> str | None:
     names = {"cls": "cls", "cls_token": "cls", "mean": "mean", "mean_tokens": "mean"}
     if len(modes) != 1 or modes[0] not in names:
         raise UserError(f"{config_file} sets pooling {', '.join(modes) or 'none'}; only cls or mean is supported, pass --pooling")
-    return names[modes[0]]
+    if "Dense" not in kind:
+        return names[modes[0]]
+    dense = _load_dense(model_dir / kind["Dense"])
+    method = names[modes[0]]
+    return lambda last_hidden, attention_mask: dense(pool(last_hidden, attention_mask, method))
+
+
+def _load_dense(folder: Path) -> nn.Module:
+    """A sentence-transformers Dense module (Linear + Tanh or identity) as a torch module."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    activations = {"torch.nn.modules.activation.Tanh": nn.Tanh(), "torch.nn.modules.linear.Identity": nn.Identity()}
+    if activation not in activations:
+        raise UserError(f"{folder}: Dense activation {activation} is not supported; pass --pooling")
+    linear = nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
+    weights_file = folder / "model.safetensors"
+    weights = load_file(str(weights_file)) if weights_file.is_file() else torch.load(folder / "pytorch_model.bin", weights_only=True)
+    linear.load_state_dict({k.removeprefix("linear."): v for k, v in weights.items()})
+    return nn.Sequential(linear, activations[activation]).eval()
