@@ -181,9 +181,11 @@ def load_simcse_data(data: SentenceDataConfig, train: TrainConfig) -> tuple[data
     if data.negative_column and not data.positive_column:
         raise UserError("data.negative_column needs data.positive_column (supervised SimCSE)")
     columns = [c for c in (data.sentence_column, data.positive_column, data.negative_column) if c]
-    table = load_sentence_tuples(data.train, columns)
     if len(columns) == 1 and data.split_sentences:
-        table = split_sentences(table.rename_column(columns[0], "text")).rename_column("text", columns[0]) if columns[0] != "text" else split_sentences(table)
+        columns = ["text"]  # documents cut into sentences: the column is split_sentences' own
+        table = split_sentences(load_corpus(data.train, data.sentence_column))
+    else:
+        table = load_sentence_tuples(data.train, columns)
     if data.max_sentences and len(table) > data.max_sentences:
         table = table.shuffle(seed=train.seed).select(range(data.max_sentences))
     if train.batch_size < 2:
