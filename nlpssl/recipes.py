@@ -194,6 +194,11 @@ def load_simcse_data(data: SentenceDataConfig, train: TrainConfig) -> tuple[data
     return table, columns
 
 
+def row_lengths(table: datasets.Dataset, columns: list[str]) -> list[int]:
+    """Characters of each row's longest view: a cheap proxy of its padded token length."""
+    return [max(len(row[c]) for c in columns) for row in table.select_columns(columns)]
+
+
 def load_simcse_encoder(model: SentenceModelConfig):
     """Encoder (AutoModel), its tokenizer, and the SimCSE pooler."""
     from transformers import AutoModel

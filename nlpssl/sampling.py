@@ -10,12 +10,15 @@ that was used before.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from nlpssl.errors import UserError
+
+
+MEGA_BATCHES = 50  # length grouping sorts within this many global batches
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,10 @@ class BatchKey:
 class StepBatchSampler:
     """Yields :class:`BatchKey` for micro-steps ``start_step, start_step + 1, ...`` forever."""
 
-    def __init__(self, num_rows: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int = 0) -> None:
+    def __init__(
+        self, num_rows: int, batch_size: int, rank: int, world_size: int, seed: int, start_step: int = 0,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
         global_batch = batch_size * world_size
         if num_rows < global_batch:
             raise UserError(
@@ -39,6 +45,7 @@ class StepBatchSampler:
         self.batches_per_epoch = num_rows // global_batch
         self.num_rows, self.batch_size, self.rank = num_rows, batch_size, rank
         self.global_batch, self.seed, self.start_step = global_batch, seed, start_step
+        self.lengths = torch.as_tensor(lengths) if lengths is not None else None  # (N,)
 
     def __iter__(self) -> Iterator[BatchKey]:
         step, epoch, order = self.start_step, -1, None
@@ -46,10 +53,24 @@ class StepBatchSampler:
             this_epoch, position = divmod(step, self.batches_per_epoch)
             if this_epoch != epoch:
                 epoch = this_epoch
-                order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
+                generator = torch.Generator().manual_seed(self.seed + epoch)
+                order = torch.randperm(self.num_rows, generator=generator)
+                if self.lengths is not None:
+                    order = self._group_by_length(order, generator)
             start = position * self.global_batch + self.rank * self.batch_size
             yield BatchKey(step, order[start : start + self.batch_size].tolist())
             step += 1
+
+
+    def _group_by_length(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Sort rows by length inside chunks of MEGA_BATCHES global batches, then shuffle the batches.
+
+        Batches hold rows of similar length (little padding) and still come in random order.
+        """
+        usable = order[: self.batches_per_epoch * self.global_batch]  # (N',)
+        chunks = [c[torch.argsort(self.lengths[c], descending=True, stable=True)] for c in usable.split(MEGA_BATCHES * self.global_batch)]
+        batches = torch.cat(chunks).view(-1, self.global_batch)  # (batches, global batch)
+        return batches[torch.randperm(len(batches), generator=generator)].flatten()
 
 
 class _KeyedRows:
@@ -84,16 +105,19 @@ def batch_seed(seed: int, step: int, rank: int) -> int:
 
 def make_loader(
     dataset, collator: Callable, batch_size: int, rank: int, world_size: int,
-    seed: int, start_step: int = 0, num_workers: int = 0,
+    seed: int, start_step: int = 0, num_workers: int = 0, lengths: Sequence[int] | None = None,
 ) -> DataLoader:
     """An endless DataLoader of collated batches starting at micro-step ``start_step``.
+
+    With ``lengths`` (one per row) batches are grouped by length (see
+    :meth:`StepBatchSampler._group_by_length`).
 
     Example::
 
         loader = make_loader(blocks, MLMCollator(tokenizer), 32, rank=0, world_size=1, seed=0)
         batch = next(iter(loader))
     """
-    sampler = StepBatchSampler(len(dataset), batch_size, rank, world_size, seed, start_step)
+    sampler = StepBatchSampler(len(dataset), batch_size, rank, world_size, seed, start_step, lengths)
     return DataLoader(
         _KeyedRows(dataset),
         batch_sampler=sampler,

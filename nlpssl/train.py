@@ -55,6 +55,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = ""  # "", "auto" (latest checkpoint in output_dir) or a checkpoint folder
     num_workers: int = 0
+    group_by_length: bool = False  # batch rows of similar length (needs `lengths` from the recipe)
     cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
 
 
@@ -99,6 +100,7 @@ def train(
     eval_dataset=None,
     evaluators: Sequence[Evaluator] = (),
     tokenizer=None,
+    lengths: Sequence[int] | None = None,
 ) -> Objective:
     """Train ``objective`` for ``cfg.max_steps`` optimizer steps; returns the unwrapped objective.
 
@@ -106,7 +108,8 @@ def train(
     ``output_dir/checkpoints/step_N`` every ``save_every`` steps, and
     ``output_dir/final`` (``objective.export`` plus the tokenizer).
     ``evaluators`` are called on the unwrapped objective at each evaluation and
-    return extra metrics (e.g. STS Spearman).
+    return extra metrics (e.g. STS Spearman). ``lengths`` (one per training row)
+    are used when ``cfg.group_by_length`` is set.
 
     Example::
 
@@ -120,7 +123,9 @@ def train(
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
     start_step = _resume(accelerator, output_dir, cfg.resume)
-    loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer)
+    if cfg.group_by_length and lengths is None:
+        raise UserError("train.group_by_length=true, but this recipe gives no row lengths; set it to false")
+    loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer, lengths if cfg.group_by_length else None)
     loop.run(start_step, train_dataset, collator, eval_dataset, evaluators)
     return accelerator.unwrap_model(model)
 
@@ -155,14 +160,15 @@ def _resume(accelerator: Accelerator, output_dir: Path, resume: str) -> int:
 class _Loop:
     """State of one run: the wrapped model, the optimizer, the metrics file, the progress bar."""
 
-    def __init__(self, accelerator: Accelerator, model, optimizer, cfg: TrainConfig, output_dir: Path, tokenizer) -> None:
+    def __init__(self, accelerator: Accelerator, model, optimizer, cfg: TrainConfig, output_dir: Path, tokenizer, lengths) -> None:
         self.accelerator, self.model, self.optimizer, self.cfg = accelerator, model, optimizer, cfg
-        self.output_dir, self.tokenizer = output_dir, tokenizer
+        self.output_dir, self.tokenizer, self.lengths = output_dir, tokenizer, lengths
         self.metrics_path = output_dir / "metrics.jsonl"
 
     def run(self, start_step: int, train_dataset, collator, eval_dataset, evaluators) -> None:
         cfg, accelerator = self.cfg, self.accelerator
-        batches = iter(self._loader(train_dataset, collator, start_micro_step=start_step * cfg.grad_accum_steps))
+        start = start_step * cfg.grad_accum_steps
+        batches = iter(self._loader(train_dataset, collator, start_micro_step=start, lengths=self.lengths))
         self._truncate_metrics_after(start_step)
         bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not accelerator.is_main_process, desc="train")
         self.model.train()  # from_pretrained returns eval mode: dropout would be off
@@ -205,11 +211,11 @@ class _Loop:
         accelerator.unwrap_model(self.model).on_optimizer_step(progress)
         return loss_sum / cfg.grad_accum_steps, tokens, time.perf_counter() - started
 
-    def _loader(self, dataset, collator, start_micro_step: int, seed_offset: int = 0):
+    def _loader(self, dataset, collator, start_micro_step: int, seed_offset: int = 0, lengths=None):
         acc = self.accelerator
         return make_loader(
             dataset, collator, self.cfg.batch_size, acc.process_index, acc.num_processes,
-            self.cfg.seed + seed_offset, start_micro_step, self.cfg.num_workers,
+            self.cfg.seed + seed_offset, start_micro_step, self.cfg.num_workers, lengths,
         )
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.selection import KeepBest
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.recipes import SimCSERecipe, load_simcse_data, load_simcse_encoder, output_path, stsb_dev_metric
+from nlpssl.recipes import SimCSERecipe, load_simcse_data, load_simcse_encoder, output_path, row_lengths, stsb_dev_metric
 from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "simcse_unsup.yaml"
@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
     dev = stsb_dev_metric(cfg.simcse.stsb_dir, tokenizer)
     if dev is not None:
         evaluators.append(KeepBest(dev, "stsb_dev", output_path(cfg.train, "best"), tokenizer))
-    train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer)
+    lengths = row_lengths(sentences, columns) if cfg.train.group_by_length else None
+    train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer, lengths=lengths)
 
 
 if __name__ == "__main__":
