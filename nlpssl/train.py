@@ -123,6 +123,12 @@ def train(
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
     start_step = _resume(accelerator, output_dir, cfg.resume)
+    global_batch = cfg.batch_size * accelerator.num_processes
+    if eval_dataset is not None and len(eval_dataset) < global_batch:
+        raise UserError(
+            f"the validation set has {len(eval_dataset)} rows, fewer than one global batch of {global_batch}; "
+            f"hold out more data or lower train.batch_size"
+        )
     if cfg.group_by_length and lengths is None:
         raise UserError("train.group_by_length=true, but this recipe gives no row lengths; set it to false")
     loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer, lengths if cfg.group_by_length else None)
@@ -227,7 +233,8 @@ class _Loop:
             # A fixed seed and start: every evaluation sees the same batches and masks.
             batches = iter(self._loader(eval_dataset, collator, start_micro_step=0, seed_offset=10_007))
             total = torch.zeros(2, device=accelerator.device)  # (weighted loss, weight)
-            for _ in range(self.cfg.eval_batches):
+            one_pass = len(eval_dataset) // (self.cfg.batch_size * accelerator.num_processes)
+            for _ in range(min(self.cfg.eval_batches, one_pass)):
                 out = model(_to_device(next(batches), accelerator.device))
                 weight = out.get("num_targets", torch.tensor(1.0)).float()
                 total += torch.stack([out["loss"].float() * weight, weight])

@@ -93,6 +93,15 @@ def test_weight_decay_by_rank(setup):
     assert len(decayed["params"]) + len(plain["params"]) == total
 
 
+def test_validation_smaller_than_a_batch_fails_before_training(setup, tmp_path):
+    tokenizer, blocks = setup
+    objective = MaskedLM(build_mlm_model(tokenizer, TINY_DIMS))
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, batch_size=4)
+    with pytest.raises(UserError, match="validation set has 3 rows"):
+        train(objective, blocks, MLMCollator(tokenizer), cfg, eval_dataset=blocks.select(range(3)))
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_dataset_smaller_than_a_batch(setup, tmp_path):
     tokenizer, blocks = setup
     with pytest.raises(UserError, match="fewer than one global batch"):
