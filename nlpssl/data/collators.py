@@ -106,3 +106,34 @@ class MLMCollator:
         corrupted = torch.where(to_mask, torch.full_like(input_ids, self.tokenizer.mask_token_id), input_ids)
         corrupted = torch.where(to_random, self.replacement_ids[draws], corrupted)
         return corrupted, labels
+
+
+class CausalLMCollator:
+    """Right-pad rows for next-token prediction; every real token is a target, padding never is.
+
+    The attention mask comes from the row lengths, not from the token ids: GPT-2
+    style tokenizers pad with their end-of-text token, and an end-of-text that
+    ends a document must stay a target. Labels are the input ids, unshifted
+    (the causal shift happens once, in :class:`~nlpssl.objectives.clm.CausalLM`),
+    with -100 at padded positions only. Deterministic, so ``generator`` is unused.
+
+    Example::
+
+        collate = CausalLMCollator(tokenizer)
+        batch = collate([{"input_ids": [5, 6, 0]}, {"input_ids": [7]}])
+        batch["labels"]  # tensor([[5, 6, 0], [7, -100, -100]])
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None) -> None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_id is None:
+            raise UserError("the tokenizer has neither a pad nor an eos token; causal LM needs one to pad batches")
+        self.pad_id = pad_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
+        input_ids = pad_column(examples, "input_ids", self.pad_id, self.pad_to_multiple_of)  # (B, L)
+        lengths = torch.tensor([len(e["input_ids"]) for e in examples])  # (B,)
+        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, L)
+        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)  # (B, L)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

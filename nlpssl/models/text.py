@@ -1,4 +1,4 @@
-"""Build text models from config dimensions or load them from a checkpoint folder.
+"""Build text models (BERT encoders, GPT-2 decoders) from config dimensions or load them from a checkpoint folder.
 
 Every builder checks that the tokenizer fits the model's vocabulary, so a
 mismatch fails with one line instead of an index error deep inside torch.
@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from nlpssl.errors import UserError
 
@@ -80,3 +89,53 @@ def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab}; "
             f"use the tokenizer saved with the checkpoint"
         )
+
+
+def gpt2_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase, block_size: int | None = None) -> GPT2Config:
+    """A GPT2Config of ``dims`` whose vocabulary and special ids match ``tokenizer``.
+
+    Positions cover ``max(dims.max_position_embeddings, block_size)``, so a
+    recipe's blocks always fit. Dropout applies to embeddings, residuals and attention.
+    """
+    if dims.hidden_size % dims.num_heads:
+        raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
+    eos_id = tokenizer.eos_token_id
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=max(dims.max_position_embeddings, block_size or 0),
+        n_embd=dims.hidden_size,
+        n_layer=dims.num_layers,
+        n_head=dims.num_heads,
+        n_inner=dims.intermediate_size,
+        resid_pdrop=dims.dropout,
+        embd_pdrop=dims.dropout,
+        attn_pdrop=dims.dropout,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id,
+    )
+
+
+def build_clm_model(
+    tokenizer: PreTrainedTokenizerBase,
+    dims: EncoderDims | None = None,
+    checkpoint: str | None = None,
+    block_size: int | None = None,
+) -> PreTrainedModel:
+    """A causal-LM model: loaded from ``checkpoint`` (folder or hub name), else a GPT-2 of ``dims``.
+
+    A loaded model must have at least ``block_size`` positions; a built one gets them.
+
+    Example::
+
+        model = build_clm_model(tokenizer, EncoderDims(hidden_size=256, num_layers=4), block_size=128)
+    """
+    if checkpoint:
+        model = load_pretrained(AutoModelForCausalLM, checkpoint)
+    else:
+        model = GPT2LMHeadModel(gpt2_config(dims or EncoderDims(), tokenizer, block_size))
+    check_vocab_fits(model, tokenizer)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if block_size and positions and block_size > positions:
+        raise UserError(f"data.block_size={block_size} is longer than the model's {positions} positions; lower it")
+    return model

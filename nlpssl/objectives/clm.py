@@ -1,0 +1,77 @@
+"""Causal (next-token) language modelling, GPT-style.
+
+The shift lives here and only here: the hidden state at position t predicts
+the label at t + 1. Collators hand over unshifted labels (-100 at padding).
+The vocabulary projection runs only where a target exists (no last position,
+no padding), which skips a (B, L, V) copy the full head would make.
+
+Shapes: B batch, L length, D width, N target positions, V vocab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+
+from nlpssl.data.collators import IGNORE_INDEX
+from nlpssl.losses import token_cross_entropy
+from nlpssl.objectives.base import Objective
+
+
+def shift_for_next_token(states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The causal shift: the state at position t is paired with the label at t + 1.
+
+    Args:
+        states: (B, L, ...) hidden states or logits.
+        labels: (B, L) unshifted labels, -100 where there is no target.
+
+    Returns ``states[:, :-1]`` (B, L-1, ...) and ``labels[:, 1:]`` (B, L-1).
+
+    Example::
+
+        hidden, targets = shift_for_next_token(hidden, batch["labels"])
+        loss = token_cross_entropy(head(hidden), targets)
+    """
+    return states[:, :-1], labels[:, 1:]
+
+
+class CausalLM(Objective):
+    """Next-token prediction on a ``*ForCausalLM`` model (Radford et al. 2018, GPT).
+
+    Args:
+        model: a Hugging Face causal-LM model (e.g. ``GPT2LMHeadModel``).
+        sparse_prediction: apply the output embeddings (the vocabulary head) only
+            at positions with a target; set False for models whose logits are more than
+            ``lm_head(hidden)`` (logit scaling or soft-capping).
+
+    Example::
+
+        objective = CausalLM(build_clm_model(tokenizer, EncoderDims(), block_size=128))
+        loss = objective(CausalLMCollator(tokenizer)(blocks[:8]))["loss"]
+    """
+
+    eval_perplexity = True
+
+    def __init__(self, model: PreTrainedModel, sparse_prediction: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.sparse_prediction = sparse_prediction
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        if self.sparse_prediction:
+            hidden = self.model.base_model(**inputs).last_hidden_state  # (B, L, D)
+            hidden, targets = shift_for_next_token(hidden, batch["labels"])  # (B, L-1, D), (B, L-1)
+            has_target = targets != IGNORE_INDEX  # (B, L-1)
+            logits = self.model.get_output_embeddings()(hidden[has_target])  # (N, V)
+            loss = token_cross_entropy(logits, targets[has_target])
+        else:
+            logits, targets = shift_for_next_token(self.model(**inputs).logits, batch["labels"])  # (B, L-1, V)
+            has_target = targets != IGNORE_INDEX
+            loss = token_cross_entropy(logits, targets)
+        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": has_target.sum()}
+
+    def export(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
