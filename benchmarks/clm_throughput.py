@@ -23,7 +23,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling, GPT2LMHeadModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, print_result  # noqa: E402
+from common import alternate, cycle, print_result, training_step  # noqa: E402
 
 from nlpssl.data.collators import CausalLMCollator  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402
@@ -31,7 +31,7 @@ from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.data.tokenizer import train_tokenizer  # noqa: E402
 from nlpssl.models.text import EncoderDims, gpt2_config  # noqa: E402
 from nlpssl.objectives.clm import CausalLM  # noqa: E402
-from nlpssl.train import make_optimizer  # noqa: E402
+from nlpssl.optim import make_optimizer  # noqa: E402
 
 BLOCK_SIZE = 128
 
@@ -42,26 +42,15 @@ def batches(blocks, batch_size: int, count: int) -> list[list[dict]]:
     return [[{"input_ids": row} for row in ids[i : i + batch_size]] for i in range(0, len(ids), batch_size)]
 
 
-def cycle(items):
-    while True:
-        yield from items
-
-
 def nlpssl_step_fn(config, tokenizer, examples_cycle):
     torch.manual_seed(0)
     objective = CausalLM(GPT2LMHeadModel(config)).train()
     optimizer = make_optimizer(objective, lr=1e-4, weight_decay=0.01)
     collate, generator = CausalLMCollator(tokenizer), torch.Generator().manual_seed(0)
-
-    def step() -> float:
-        batch = collate(next(examples_cycle), generator=generator)
-        objective(batch)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(batch["attention_mask"].sum())
-
-    return step
+    return training_step(
+        lambda batch: objective(batch)["loss"], objective.parameters(), optimizer,
+        lambda rows: collate(rows, generator=generator), examples_cycle,
+    )
 
 
 def hf_step_fn(config, tokenizer, examples_cycle):
@@ -69,17 +58,10 @@ def hf_step_fn(config, tokenizer, examples_cycle):
     model = GPT2LMHeadModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=False, return_tensors="pt")
-
-    def step() -> float:
-        batch = collate(next(examples_cycle))
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(batch["attention_mask"].sum())
-
-    return step
+    return training_step(
+        lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
+        model.parameters(), optimizer, collate, examples_cycle,
+    )
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import torch
 from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, bert_tokenizer, corpus, print_result  # noqa: E402
+from common import alternate, bert_tokenizer, corpus, cycle, print_result, training_step  # noqa: E402
 
 from nlpssl.data.collators import MLMCollator  # noqa: E402
 from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.models.text import EncoderDims, bert_config  # noqa: E402
 from nlpssl.objectives.mlm import MaskedLM  # noqa: E402
-from nlpssl.train import make_optimizer  # noqa: E402
+from nlpssl.optim import make_optimizer  # noqa: E402
 
 
 def batches(blocks, batch_size: int, count: int):
@@ -40,17 +40,10 @@ def nlpssl_step_fn(tokenizer, dims, examples_cycle):
     objective = MaskedLM(BertForMaskedLM(bert_config(dims, tokenizer)))
     optimizer = make_optimizer(objective, lr=1e-4, weight_decay=0.01)
     collate, generator = MLMCollator(tokenizer), torch.Generator().manual_seed(0)
-
-    def step() -> float:
-        batch = collate(next(examples_cycle), generator=generator)
-        out = objective(batch)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(batch["attention_mask"].sum())
-
-    return step
+    return training_step(
+        lambda batch: objective(batch)["loss"], objective.parameters(), optimizer,
+        lambda rows: collate(rows, generator=generator), examples_cycle,
+    )
 
 
 def hf_step_fn(tokenizer, dims, examples_cycle):
@@ -58,22 +51,10 @@ def hf_step_fn(tokenizer, dims, examples_cycle):
     model = BertForMaskedLM(bert_config(dims, tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15, return_tensors="pt")
-
-    def step() -> float:
-        batch = collate(next(examples_cycle))
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(batch["attention_mask"].sum())
-
-    return step
-
-
-def cycle(items):
-    while True:
-        yield from items
+    return training_step(
+        lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
+        model.parameters(), optimizer, collate, examples_cycle,
+    )
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ evaluation), config.yaml and checkpoints/.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
@@ -24,28 +23,11 @@ from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.generation import TextSample
 from nlpssl.models.text import build_clm_model
 from nlpssl.objectives.clm import CausalLM
-from nlpssl.recipes import DataConfig, ModelConfig, TokenizerConfig, output_path, pack_splits, resolve_tokenizer, split_corpus
-from nlpssl.train import TrainConfig, train
+from nlpssl.recipes.common import output_path
+from nlpssl.recipes.pretrain import CLMRecipe, pack_splits, resolve_tokenizer, split_corpus
+from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "clm.yaml"
-
-
-@dataclass
-class SampleConfig:
-    """The text sample logged at each evaluation."""
-
-    prompt: str = "In the beginning"
-    max_new_tokens: int = 40
-    top_k: int = 40  # 0: greedy
-
-
-@dataclass
-class CLMRecipe:
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe"))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/clm"))
 
 
 @exit_on_user_error

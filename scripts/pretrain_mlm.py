@@ -21,7 +21,8 @@ from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
-from nlpssl.recipes import MLMRecipe, output_path, pack_splits, resolve_tokenizer, split_corpus
+from nlpssl.recipes.common import output_path
+from nlpssl.recipes.pretrain import MLMRecipe, pack_splits, resolve_tokenizer, split_corpus
 from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "mlm.yaml"

@@ -22,7 +22,8 @@ from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.selection import KeepBest
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.recipes import SimCSERecipe, load_simcse_data, load_simcse_encoder, output_path, row_lengths, stsb_dev_metric
+from nlpssl.recipes.common import output_path
+from nlpssl.recipes.simcse import SimCSERecipe, load_simcse_data, load_simcse_encoder, row_lengths, stsb_dev_metric
 from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "simcse_unsup.yaml"

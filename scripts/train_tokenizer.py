@@ -15,7 +15,7 @@ from nlpssl.config import load_config
 from nlpssl.data.corpus import load_corpus
 from nlpssl.data.tokenizer import train_tokenizer
 from nlpssl.errors import exit_on_user_error
-from nlpssl.recipes import DataConfig, TokenizerConfig
+from nlpssl.recipes.pretrain import DataConfig, TokenizerConfig
 
 
 @dataclass

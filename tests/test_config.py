@@ -4,7 +4,7 @@ import pytest
 
 from nlpssl.config import load_config, save_config
 from nlpssl.errors import UserError
-from nlpssl.recipes import MLMRecipe
+from nlpssl.recipes.pretrain import MLMRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 

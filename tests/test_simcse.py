@@ -13,7 +13,7 @@ from nlpssl.losses import info_nce
 from nlpssl.evaluation.sts import encode
 from nlpssl.models.heads import folder_pooling, pool
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.recipes import SentenceModelConfig, load_simcse_encoder
+from nlpssl.recipes.simcse import SentenceModelConfig, load_simcse_encoder
 from tests.helpers import bible_subset, tiny_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]

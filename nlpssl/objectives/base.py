@@ -32,3 +32,14 @@ class Objective(nn.Module):
     def export(self, directory: Path) -> None:  # pragma: no cover - abstract
         """Write the trained model as a folder other tools load (a HF checkpoint)."""
         raise NotImplementedError
+
+
+class ModelObjective(Objective):
+    """An objective around one Hugging Face model (``self.model``), exported as that model's checkpoint."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def export(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)

@@ -10,14 +10,12 @@ Shapes: B batch, L length, D width, N target positions, V vocab.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import PreTrainedModel
 
 from nlpssl.data.collators import IGNORE_INDEX
 from nlpssl.losses import token_cross_entropy
-from nlpssl.objectives.base import Objective
+from nlpssl.objectives.base import ModelObjective
 
 
 def shift_for_next_token(states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +35,7 @@ def shift_for_next_token(states: torch.Tensor, labels: torch.Tensor) -> tuple[to
     return states[:, :-1], labels[:, 1:]
 
 
-class CausalLM(Objective):
+class CausalLM(ModelObjective):
     """Next-token prediction on a ``*ForCausalLM`` model (Radford et al. 2018, GPT).
 
     Args:
@@ -55,8 +53,7 @@ class CausalLM(Objective):
     eval_perplexity = True
 
     def __init__(self, model: PreTrainedModel, sparse_prediction: bool = True) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.sparse_prediction = sparse_prediction
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -72,6 +69,3 @@ class CausalLM(Objective):
             has_target = targets != IGNORE_INDEX
             loss = token_cross_entropy(logits, targets)
         return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": has_target.sum()}
-
-    def export(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)

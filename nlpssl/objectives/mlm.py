@@ -8,17 +8,15 @@ Shapes: B batch, L length, D width, N masked positions, V vocab.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import PreTrainedModel
 
 from nlpssl.data.collators import IGNORE_INDEX
 from nlpssl.losses import token_cross_entropy
-from nlpssl.objectives.base import Objective
+from nlpssl.objectives.base import ModelObjective
 
 
-class MaskedLM(Objective):
+class MaskedLM(ModelObjective):
     """BERT-style masked LM on a ``*ForMaskedLM`` model (Devlin et al. 2019).
 
     Args:
@@ -35,8 +33,7 @@ class MaskedLM(Objective):
     eval_perplexity = True
 
     def __init__(self, model: PreTrainedModel, sparse_prediction: bool = True) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.sparse_prediction = sparse_prediction
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,6 +57,3 @@ class MaskedLM(Objective):
         if head is None:
             raise TypeError(f"{type(self.model).__name__} has no known MLM head; use sparse_prediction=False")
         return head(hidden)
-
-    def export(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)

@@ -1,0 +1,134 @@
+"""Language-model pretraining recipes (masked and causal LM): config sections and data wiring.
+
+The ``data``, ``tokenizer`` and ``model`` sections are shared by both recipes
+(and ``data``/``tokenizer`` by ``scripts/train_tokenizer.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import datasets
+
+from nlpssl.data.corpus import TxtMode, load_corpus
+from nlpssl.data.text import PackStyle, PackStats, tokenize_and_pack
+from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer
+from nlpssl.errors import UserError
+from nlpssl.models.text import EncoderDims
+from nlpssl.train import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is cut into blocks."""
+
+    corpus: str = "bible-web"  # built-in name, local file, or hub dataset name
+    text_column: str = "text"
+    validation: str | None = None  # a separate file; else a held-out share of documents
+    validation_fraction: float = 0.02
+    txt_mode: TxtMode = "auto"  # .txt files: one document per "line" or per blank-line "paragraph"
+    skip_invalid_utf8: bool = False
+    block_size: int = 128
+    num_proc: int | None = None  # processes for tokenization (datasets.map)
+
+
+@dataclass
+class TokenizerConfig:
+    """An existing tokenizer (``path``), or one trained on the training corpus."""
+
+    path: str | None = None  # folder or hub name; empty: train one
+    kind: Literal["wordpiece", "bpe"] = "wordpiece"
+    vocab_size: int = 8000
+    lowercase: bool = True
+    min_frequency: int = 2
+
+
+@dataclass
+class MaskingConfig:
+    """BERT masking (the ``mlm`` section)."""
+
+    mask_prob: float = 0.15
+    mask_token_frac: float = 0.8
+    random_token_frac: float = 0.1
+    whole_word_mask: bool = False
+    sparse_prediction: bool = True
+
+
+@dataclass
+class ModelConfig(EncoderDims):
+    """A model from ``checkpoint`` (folder or hub name), else built from these dimensions."""
+
+    checkpoint: str | None = None
+
+
+@dataclass
+class MLMRecipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mlm: MaskingConfig = field(default_factory=MaskingConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/mlm"))
+
+
+@dataclass
+class SampleConfig:
+    """The text sample logged at each evaluation."""
+
+    prompt: str = "In the beginning"
+    max_new_tokens: int = 40
+    top_k: int = 40  # 0: greedy
+
+
+@dataclass
+class CLMRecipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/clm"))
+
+
+def split_corpus(data: DataConfig, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Training and validation documents: a separate file, or a seeded held-out share."""
+    corpus = load_corpus(data.corpus, data.text_column, data.txt_mode, data.skip_invalid_utf8)
+    if data.validation:
+        return corpus, load_corpus(data.validation, data.text_column, data.txt_mode, data.skip_invalid_utf8)
+    if len(corpus) < 2 or not 0.0 < data.validation_fraction < 1.0:
+        raise UserError(
+            f"cannot hold out {data.validation_fraction} of {len(corpus)} document(s) for validation; "
+            f"set data.validation to a file or add documents"
+        )
+    parts = corpus.train_test_split(test_size=data.validation_fraction, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def resolve_tokenizer(
+    cfg: TokenizerConfig, texts: datasets.Dataset, model_checkpoint: str | None, block_size: int, save_dir: Path
+):
+    """The configured tokenizer (or the checkpoint's); else the one trained earlier in
+    ``save_dir``; else train one on ``texts`` and save it there (so resumes and
+    other processes use the very same vocabulary)."""
+    source = cfg.path or model_checkpoint
+    if source:
+        return load_tokenizer(source)
+    if (save_dir / "tokenizer_config.json").is_file():
+        print(f"nlpssl: using the tokenizer trained earlier in {save_dir}")
+        return load_tokenizer(save_dir)
+    print(f"nlpssl: training a {cfg.kind} tokenizer (vocab {cfg.vocab_size}) on {len(texts):,} documents")
+    tokenizer = train_tokenizer(
+        texts["text"], cfg.kind, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, model_max_length=max(block_size, 512)
+    )
+    tokenizer.save_pretrained(save_dir)
+    return tokenizer
+
+
+def pack_splits(
+    train_docs: datasets.Dataset, valid_docs: datasets.Dataset, tokenizer, data: DataConfig, style: PackStyle
+) -> tuple[datasets.Dataset, datasets.Dataset, PackStats]:
+    """Pack both splits into blocks; prints the training split's token accounting."""
+    train_blocks, stats = tokenize_and_pack(train_docs, tokenizer, data.block_size, style, data.num_proc)
+    valid_blocks, _ = tokenize_and_pack(valid_docs, tokenizer, data.block_size, style, data.num_proc)
+    print(f"nlpssl: train {stats.summary()}")
+    return train_blocks, valid_blocks, stats

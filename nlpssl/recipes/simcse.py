@@ -1,0 +1,108 @@
+"""The SimCSE recipe: its config sections, training rows, encoder and STS-B dev selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import datasets
+
+from nlpssl.data.corpus import load_corpus
+from nlpssl.data.tokenizer import load_tokenizer
+from nlpssl.errors import UserError
+from nlpssl.recipes.common import MINILM, resolve_checkpoint
+from nlpssl.train import TrainConfig
+
+
+@dataclass
+class SentenceDataConfig:
+    """Sentences (unsupervised) or (anchor, positive[, hard negative]) rows (supervised)."""
+
+    train: str = "bible-web"
+    sentence_column: str = "text"
+    positive_column: str | None = None  # set for supervised SimCSE
+    negative_column: str | None = None
+    split_sentences: bool = True  # cut documents into sentences (unsupervised only)
+    max_sentences: int | None = None  # a seeded random subset
+    max_length: int = 32
+
+
+@dataclass
+class SentenceModelConfig:
+    checkpoint: str = MINILM  # a local folder, "minilm", or a hub name when online
+    pooler: Literal["cls", "cls_before_pooler", "mean"] = "mean"
+
+
+@dataclass
+class SimCSEConfig:
+    temperature: float = 0.05
+    gather: bool = True  # negatives from every process
+    stsb_dir: str | None = "auto"  # STS-B for model selection: auto = ../shared/data/stsb when present; none = off
+
+
+@dataclass
+class SimCSERecipe:
+    data: SentenceDataConfig = field(default_factory=SentenceDataConfig)
+    model: SentenceModelConfig = field(default_factory=SentenceModelConfig)
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/simcse"))
+
+
+def load_simcse_data(data: SentenceDataConfig, train: TrainConfig) -> tuple[datasets.Dataset, list[str]]:
+    """The training rows and the columns that make up each row's views."""
+    from nlpssl.data.pairs import load_sentence_tuples, split_sentences
+
+    if data.negative_column and not data.positive_column:
+        raise UserError("data.negative_column needs data.positive_column (supervised SimCSE)")
+    columns = [c for c in (data.sentence_column, data.positive_column, data.negative_column) if c]
+    if len(columns) == 1 and data.split_sentences:
+        columns = ["text"]  # documents cut into sentences: the column is split_sentences' own
+        table = split_sentences(load_corpus(data.train, data.sentence_column))
+    else:
+        table = load_sentence_tuples(data.train, columns)
+    if data.max_sentences and len(table) > data.max_sentences:
+        table = table.shuffle(seed=train.seed).select(range(data.max_sentences))
+    if train.batch_size < 2:
+        raise UserError("train.batch_size must be at least 2: SimCSE needs other sentences in the batch as negatives")
+    print(f"nlpssl: {len(table):,} training rows with views {', '.join(columns)}")
+    return table, columns
+
+
+def row_lengths(table: datasets.Dataset, columns: list[str]) -> list[int]:
+    """Characters of each row's longest view: a cheap proxy of its padded token length."""
+    return [max(len(row[c]) for c in columns) for row in table.select_columns(columns)]
+
+
+def load_simcse_encoder(model: SentenceModelConfig):
+    """Encoder (AutoModel), its tokenizer, and the SimCSE pooler."""
+    from transformers import AutoModel
+
+    from nlpssl.models.heads import SentencePooler
+    from nlpssl.models.text import check_vocab_fits, load_pretrained
+
+    checkpoint = resolve_checkpoint(model.checkpoint)
+    tokenizer = load_tokenizer(checkpoint)
+    encoder = load_pretrained(AutoModel, checkpoint)
+    check_vocab_fits(encoder, tokenizer)
+    # BERT's own pooler is not in the loss (SimCSE trains its own MLP): freeze it, so
+    # DistributedDataParallel sees no unused trainable parameter, and keep it in the export.
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler.requires_grad_(False)
+    pooler = SentencePooler(model.pooler, hidden_size=encoder.config.hidden_size)
+    return encoder, tokenizer, pooler
+
+
+def stsb_dev_metric(stsb_dir: str | None, tokenizer):
+    """objective -> {"stsb_dev": Spearman x100} on STS-B dev, or None when the data is absent."""
+    from nlpssl.evaluation.sts import default_data_dir, read_stsb, score_pairs
+
+    if stsb_dir is None:
+        return None
+    root = default_data_dir() if stsb_dir == "auto" else Path(stsb_dir)
+    if not (root / "stsb").is_dir():
+        if stsb_dir != "auto":
+            raise UserError(f"simcse.stsb_dir={stsb_dir} has no stsb/ folder")
+        return None
+    pairs = read_stsb(root, "dev")
+    return lambda objective: {"stsb_dev": score_pairs(objective.encoder, tokenizer, pairs, objective.embed)}
