@@ -11,6 +11,8 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NLPSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+WIKITEXT = SHARED_DATA / "wikitext2"
+SST2_LABELS = ["negative", "positive"]
 
 
 def bert_tokenizer():
@@ -55,6 +57,88 @@ def alternate(steps: dict[str, Callable[[], float]], rounds: int, steps_per_roun
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def cycle(items):
+    """``items`` over and over."""
+    while True:
+        yield from items
+
+
+def training_step(loss_of_batch: Callable, parameters, optimizer, collate: Callable, examples) -> Callable[[], float]:
+    """One timed training step: collate the next examples, loss, backward, clip at 1.0, optimizer step.
+
+    Both sides of a throughput benchmark run through this, so they differ only in
+    collator, model, loss and optimizer. Returns the step function (it returns the batch's tokens).
+    """
+    import torch
+
+    parameters = list(parameters)
+
+    def step() -> float:
+        batch = collate(next(examples))
+        loss_of_batch(batch).backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(batch["attention_mask"].sum())
+
+    return step
+
+
 def print_result(result: dict) -> None:
     """The benchmark's last stdout line: one JSON object."""
     print(json.dumps(result), flush=True)
+
+
+def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
+    """MLM-pretrain a small BERT (hidden 256, 4 layers, 4 heads) on WikiText-2 train with nlpssl; returns ``out/final``.
+
+    A WordPiece of 16,000 trained on the same text, blocks of 128, batch 32, lr 1e-3.
+    """
+    import torch
+
+    from nlpssl.data.collators import MLMCollator
+    from nlpssl.data.corpus import load_corpus
+    from nlpssl.data.text import tokenize_and_pack
+    from nlpssl.data.tokenizer import train_tokenizer
+    from nlpssl.models.text import EncoderDims, build_mlm_model
+    from nlpssl.objectives.mlm import MaskedLM
+    from nlpssl.train import TrainConfig, train
+
+    if not WIKITEXT.is_dir():
+        raise SystemExit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
+    corpus = load_corpus(str(WIKITEXT / "wiki.train.tokens"))
+    tokenizer = train_tokenizer(corpus["text"], "wordpiece", vocab_size=16000)
+    blocks, stats = tokenize_and_pack(corpus, tokenizer, block_size=128)
+    print(f"MLM data: {stats.summary()}")
+    torch.manual_seed(0)
+    objective = MaskedLM(build_mlm_model(tokenizer, EncoderDims(256, 4, 4, 1024)))
+    cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=min(100, steps // 10),
+                      log_every=50, save_every=steps, eval_every=steps)
+    train(objective, blocks, MLMCollator(tokenizer), cfg, tokenizer=tokenizer)
+    return out / "final"
+
+
+def load_sst2(tokenizer, train_examples: int, seed: int, max_length: int = 128):
+    """A seeded subset of SST-2 train and the full dev split (872), tokenized; ``LabelledSplits``."""
+    from nlpssl.data.classification import Columns, load_labelled_splits, tokenize_splits
+
+    root = SHARED_DATA / "sst2"
+    if not root.is_dir():
+        raise SystemExit(f"error: {root} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
+    splits = load_labelled_splits(
+        str(root / "train.tsv"), str(root / "dev.tsv"), columns=Columns(text="sentence|content"),
+        label_names=SST2_LABELS, max_train_examples=train_examples, seed=seed,
+    )
+    return tokenize_splits(splits, tokenizer, max_length)
+
+
+def dev_accuracy(model, splits, tokenizer) -> float:
+    """Accuracy of a sequence classifier on ``splits.validation``."""
+    import torch
+
+    from nlpssl.data.collators import ClassificationCollator
+    from nlpssl.evaluation.classification import predict_logits
+    from nlpssl.objectives.classification import SequenceClassification
+
+    logits = predict_logits(SequenceClassification(model), splits.validation, ClassificationCollator(tokenizer))
+    return (logits.argmax(-1) == torch.tensor(splits.validation["labels"])).float().mean().item()

@@ -22,36 +22,16 @@ import torch
 from transformers import AutoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, print_result  # noqa: E402
+from common import SHARED_DATA, WIKITEXT, pretrain_wikitext_mlm, print_result  # noqa: E402
 
-from nlpssl.data.collators import MLMCollator  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402
 from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
-from nlpssl.data.text import tokenize_and_pack  # noqa: E402
-from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
+from nlpssl.data.tokenizer import load_tokenizer  # noqa: E402
 from nlpssl.evaluation.sts import evaluate_sts  # noqa: E402
 from nlpssl.models.heads import SentencePooler  # noqa: E402
-from nlpssl.models.text import EncoderDims, build_mlm_model  # noqa: E402
-from nlpssl.objectives.mlm import MaskedLM  # noqa: E402
 from nlpssl.objectives.simcse import SimCSE  # noqa: E402
-from nlpssl.recipes import resolve_checkpoint  # noqa: E402
+from nlpssl.recipes.common import resolve_checkpoint  # noqa: E402
 from nlpssl.train import TrainConfig, train  # noqa: E402
-
-WIKITEXT = SHARED_DATA / "wikitext2"
-
-
-def pretrain_mlm(out: Path, steps: int):
-    corpus = load_corpus(str(WIKITEXT / "wiki.train.tokens"))
-    tokenizer = train_tokenizer(corpus["text"], "wordpiece", vocab_size=16000)
-    blocks, stats = tokenize_and_pack(corpus, tokenizer, block_size=128)
-    print(f"MLM data: {stats.summary()}")
-    torch.manual_seed(0)
-    objective = MaskedLM(build_mlm_model(tokenizer, EncoderDims(256, 4, 4, 1024)))
-    cfg = TrainConfig(output_dir=str(out / "mlm"), max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=min(100, steps // 10),
-                      log_every=50, save_every=steps, eval_every=steps)
-    train(objective, blocks, MLMCollator(tokenizer), cfg, tokenizer=tokenizer)
-    return out / "mlm" / "final"
-
 
 def train_simcse(start: Path, out: Path, steps: int) -> Path:
     sentences = split_sentences(load_corpus(str(WIKITEXT / "wiki.train.tokens")))
@@ -79,7 +59,7 @@ def main() -> None:
     if not WIKITEXT.is_dir():
         sys.exit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
     started = time.perf_counter()
-    mlm = pretrain_mlm(args.out, args.mlm_steps)
+    mlm = pretrain_wikitext_mlm(args.out / "mlm", args.mlm_steps)
     simcse = train_simcse(mlm, args.out, args.simcse_steps)
     scores = {"mlm": sts(mlm), "simcse": sts(simcse), "minilm": sts(resolve_checkpoint("minilm"))}
     print(f"{'task':<10}" + "".join(f"{name:>10}" for name in scores))

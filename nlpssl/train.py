@@ -27,6 +27,7 @@ from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoi
 from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
 from nlpssl.objectives.base import Objective
+from nlpssl.optim import learning_rate, make_optimizer
 from nlpssl.sampling import make_loader
 
 
@@ -60,36 +61,7 @@ class TrainConfig:
 
 
 Evaluator = Callable[[Objective], dict]
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine to ``min_lr_ratio``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.max_steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / span, 1.0)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices and embeddings (rank >= 2); never biases or norm scales."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def make_optimizer(
-    module: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6
-) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups`; the fused kernel where torch has one for the device."""
-    groups = parameter_groups(module, weight_decay)
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+_PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s"}  # shown in the progress bar; anything else is printed
 
 
 def train(
@@ -108,8 +80,10 @@ def train(
     ``output_dir/checkpoints/step_N`` every ``save_every`` steps, and
     ``output_dir/final`` (``objective.export`` plus the tokenizer).
     ``evaluators`` are called on the unwrapped objective at each evaluation and
-    return extra metrics (e.g. STS Spearman). ``lengths`` (one per training row)
-    are used when ``cfg.group_by_length`` is set.
+    return extra metrics (e.g. STS Spearman); one whose ``should_stop`` is true
+    afterwards ends training early, and one with ``on_resume(step)`` hears of a resume
+    (see :class:`~nlpssl.evaluation.selection.KeepBest`).
+    ``lengths`` (one per training row) are used when ``cfg.group_by_length`` is set.
 
     Example::
 
@@ -123,6 +97,9 @@ def train(
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
     start_step = _resume(accelerator, output_dir, cfg.resume)
+    for evaluator in evaluators if start_step else ():
+        if hasattr(evaluator, "on_resume"):
+            evaluator.on_resume(start_step)
     global_batch = cfg.batch_size * accelerator.num_processes
     if eval_dataset is not None and len(eval_dataset) < global_batch:
         raise UserError(
@@ -180,7 +157,7 @@ class _Loop:
         self.model.train()  # from_pretrained returns eval mode: dropout would be off
         window = _Window()
         for step in range(start_step, cfg.max_steps):
-            lr = learning_rate(step, cfg)
+            lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             window.add(*self._optimizer_step(batches, progress=(step + 1) / cfg.max_steps))
@@ -189,11 +166,16 @@ class _Loop:
                 record = window.flush(accelerator) | {"step": done, "lr": lr}
                 self._log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):,.0f}")
+            stop = False
             if (eval_dataset is not None or evaluators) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 self._log({"step": done} | self._evaluate(eval_dataset, collator, evaluators))
-            if done % cfg.save_every == 0 or done == cfg.max_steps:
+                stop = self._early_stop(evaluators)
+            if done % cfg.save_every == 0 or done == cfg.max_steps or stop:
                 save_checkpoint(accelerator, self.model, self.output_dir, done, cfg.keep_checkpoints, self.tokenizer)
             bar.update(1)
+            if stop:
+                accelerator.print(f"nlpssl: early stop at step {done}: no improvement in the last evaluations")
+                break
         bar.close()
         self._export_final()
 
@@ -248,13 +230,19 @@ class _Loop:
         model.train()
         return metrics
 
+    def _early_stop(self, evaluators) -> bool:
+        """Whether an evaluator asks to stop (``should_stop``); evaluators run on the main process, so it decides."""
+        wants = any(getattr(evaluator, "should_stop", False) for evaluator in evaluators)
+        flag = torch.tensor([float(wants and self.accelerator.is_main_process)], device=self.accelerator.device)
+        return self.accelerator.reduce(flag, reduction="sum").item() > 0
+
     def _log(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
             return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        if any(k.startswith("eval") or k.startswith("sts") for k in record):
+        if any(k not in _PROGRESS_KEYS for k in record):  # evaluation results get a line of their own
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
     def _truncate_metrics_after(self, step: int) -> None:

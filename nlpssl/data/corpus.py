@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import datasets
 
@@ -53,13 +53,17 @@ def load_corpus(
 
 
 def load_table(
-    source: str, txt_mode: TxtMode = "auto", skip_invalid_utf8: bool = False, split: str = "train"
+    source: str, txt_mode: TxtMode = "auto", skip_invalid_utf8: bool = False, split: str = "train",
+    column_names: Sequence[str] | None = None,
 ) -> datasets.Dataset:
-    """Load ``source`` (built-in, local file or hub name) with all its columns; text files give ``text``."""
+    """Load ``source`` (built-in, local file or hub name) with all its columns; text files give ``text``.
+
+    ``column_names`` names the columns of a csv/tsv file that has no header row.
+    """
     if source in BUILTIN_CORPORA:
         return _load_file(_materialise_builtin(source), "json")
     if _looks_like_path(source):
-        return _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8)
+        return _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8, column_names)
     return _load_hub(source, split)
 
 
@@ -67,19 +71,24 @@ def _looks_like_path(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or Path(source).suffix != ""
 
 
-def _load_local(path: Path, txt_mode: TxtMode, skip_invalid_utf8: bool) -> datasets.Dataset:
+def _load_local(
+    path: Path, txt_mode: TxtMode, skip_invalid_utf8: bool, column_names: Sequence[str] | None = None
+) -> datasets.Dataset:
     if not path.is_file():
         raise UserError(f"corpus file {path} not found; pass an existing file with --data.corpus")
     if path.stat().st_size == 0:
         raise UserError(f"corpus file {path} is empty; point --data.corpus at a file with text in it")
     loader = _LOADERS.get(path.suffix.lower(), "text")
+    if column_names and loader != "csv":
+        raise UserError(f"{path}: column names apply only to .csv/.tsv files without a header row")
     if loader != "parquet":
         path = _ensure_utf8(path, skip_invalid_utf8)
     if loader == "text":
         return _load_file(path, "text", sample_by=_txt_sample_by(path, txt_mode))
+    options = {"column_names": list(column_names)} if column_names else {}
     if path.suffix.lower() == ".tsv":
-        return _load_file(path, "csv", delimiter="\t")
-    return _load_file(path, loader)
+        options["delimiter"] = "\t"
+    return _load_file(path, loader, **options)
 
 
 def _txt_sample_by(path: Path, txt_mode: TxtMode) -> str:

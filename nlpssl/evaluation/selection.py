@@ -16,6 +16,8 @@ class KeepBest:
         compute: objective -> dict of metrics (e.g. STS-B dev Spearman).
         key: the metric to select on; ``higher_is_better`` says which way.
         directory: where the best model (and ``tokenizer``) is written, with ``best.json``.
+        patience: early stopping: after this many evaluations in a row without
+            improvement, :attr:`should_stop` turns true and the training loop stops.
 
     Example::
 
@@ -24,19 +26,40 @@ class KeepBest:
     """
 
     def __init__(
-        self, compute: Callable[[Objective], dict], key: str, directory: Path, tokenizer=None, higher_is_better: bool = True
+        self, compute: Callable[[Objective], dict], key: str, directory: Path, tokenizer=None,
+        higher_is_better: bool = True, patience: int | None = None,
     ) -> None:
         self.compute, self.key, self.directory, self.tokenizer = compute, key, Path(directory), tokenizer
         self.sign = 1.0 if higher_is_better else -1.0
+        self.patience = patience
         self.best: float | None = None
+        self.evaluations_since_best = 0
+
+    def on_resume(self, step: int) -> None:
+        """Take up the best value the interrupted run recorded (resume replays the same run exactly).
+
+        The patience count starts again from zero.
+        """
+        record = self.directory / "best.json"
+        if record.is_file():
+            self.best = json.loads(record.read_text()).get(self.key)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once ``patience`` evaluations in a row brought no improvement."""
+        return self.patience is not None and self.evaluations_since_best >= self.patience
 
     def __call__(self, objective: Objective) -> dict:
         metrics = self.compute(objective)
+        if self.key not in metrics:
+            raise KeyError(f"selection metric {self.key!r} is not among the computed ones: {', '.join(metrics)}")
         value = metrics[self.key]
         if self.best is None or self.sign * value > self.sign * self.best:
-            self.best = value
+            self.best, self.evaluations_since_best = value, 0
             objective.export(self.directory)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(self.directory)
             (self.directory / "best.json").write_text(json.dumps({self.key: value}))
+        else:
+            self.evaluations_since_best += 1
         return metrics | {f"best_{self.key}": self.best}

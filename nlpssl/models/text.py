@@ -1,4 +1,4 @@
-"""Build text models (BERT encoders, GPT-2 decoders) from config dimensions or load them from a checkpoint folder.
+"""Build text models (BERT encoders, GPT-2 decoders, classifiers) from config dimensions or a checkpoint folder.
 
 Every builder checks that the tokenizer fits the model's vocabulary, so a
 mismatch fails with one line instead of an index error deep inside torch.
@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
     BertConfig,
     BertForMaskedLM,
     GPT2Config,
@@ -35,10 +38,14 @@ class EncoderDims:
     max_position_embeddings: int = 512
 
 
-def bert_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
-    """A BertConfig of ``dims`` whose vocabulary and pad id match ``tokenizer``."""
+def _check_heads(dims: EncoderDims) -> None:
     if dims.hidden_size % dims.num_heads:
         raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
+
+
+def bert_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
+    """A BertConfig of ``dims`` whose vocabulary and pad id match ``tokenizer``."""
+    _check_heads(dims)
     return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=dims.hidden_size,
@@ -97,8 +104,7 @@ def gpt2_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase, block_siz
     Positions cover ``max(dims.max_position_embeddings, block_size)``, so a
     recipe's blocks always fit. Dropout applies to embeddings, residuals and attention.
     """
-    if dims.hidden_size % dims.num_heads:
-        raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
+    _check_heads(dims)
     eos_id = tokenizer.eos_token_id
     return GPT2Config(
         vocab_size=len(tokenizer),
@@ -138,4 +144,40 @@ def build_clm_model(
     positions = getattr(model.config, "max_position_embeddings", None)
     if block_size and positions and block_size > positions:
         raise UserError(f"data.block_size={block_size} is longer than the model's {positions} positions; lower it")
+    return model
+
+
+def build_classifier(
+    checkpoint: str,
+    tokenizer: PreTrainedTokenizerBase,
+    label_names: Sequence[str] | None,
+    random_init: bool = False,
+) -> PreTrainedModel:
+    """A sequence classifier on ``checkpoint`` with a fresh head: one logit per label, or one score.
+
+    Any encoder checkpoint works (a ``*ForMaskedLM`` output of nlpssl, a plain
+    ``AutoModel`` folder such as MiniLM, a hub name when online); its encoder
+    weights are kept and the head is new. ``label_names`` None means regression
+    (one output, mean squared error). ``id2label`` holds the names, so
+    ``pipeline("text-classification")`` reports them. ``random_init`` builds the
+    same architecture with random weights (the baseline that shows what pretraining buys).
+
+    Example::
+
+        model = build_classifier("outputs/mlm/final", tokenizer, ["negative", "positive"])
+    """
+    if label_names:
+        head = {
+            "num_labels": len(label_names),
+            "problem_type": "single_label_classification",
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)},
+        }
+    else:
+        head = {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
+    if random_init:
+        model = AutoModelForSequenceClassification.from_config(load_pretrained(AutoConfig, checkpoint, **head))
+    else:
+        model = load_pretrained(AutoModelForSequenceClassification, checkpoint, ignore_mismatched_sizes=True, **head)
+    check_vocab_fits(model, tokenizer)
     return model
