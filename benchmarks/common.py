@@ -120,7 +120,11 @@ def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
 
 def load_sst2(tokenizer, train_examples: int, seed: int, max_length: int = 128):
     """A seeded subset of SST-2 train and the full dev split (872), tokenized; ``LabelledSplits``."""
-    from nlpssl.data.classification import Columns, load_labelled_splits, tokenize_splits
+    from nlpssl.data.classification import (
+        Columns,
+        load_labelled_splits,
+        tokenize_splits,
+    )
 
     root = SHARED_DATA / "sst2"
     if not root.is_dir():

@@ -60,8 +60,13 @@ def run_nlpssl(checkpoint, tokenizer, splits, hp: dict, out: Path):
 
 
 def run_hf(checkpoint, tokenizer, splits, hp: dict, out: Path, padding: str):
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
-    from transformers import default_data_collator
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     texts = splits.train.select_columns(["text", "labels"])
     if padding == "max_length":  # run_glue.py's default: pad_to_max_length=True, max_seq_length=128

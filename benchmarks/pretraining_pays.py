@@ -1,7 +1,7 @@
 """Does pretraining pay? A small BERT MLM-pretrained with nlpssl on WikiText-2 against the same
 architecture randomly initialised, both fine-tuned on SST-2 with the same budget.
 
-    python benchmarks/pretraining_pays.py [--mlm-steps 1200 --train-examples 8000 --epochs 3]
+    python benchmarks/pretraining_pays.py [--mlm-steps 3000 --train-examples 1000 2000 8000 --epochs 3]
     python benchmarks/pretraining_pays.py --mlm-dir outputs/bench_simcse/mlm/final   # reuse a pretrained model
 
 The pretrained side is ``benchmarks/common.pretrain_wikitext_mlm`` (hidden 256,
@@ -9,8 +9,9 @@ The pretrained side is ``benchmarks/common.pretrain_wikitext_mlm`` (hidden 256,
 ``--mlm-steps`` steps of 32 x 128 tokens), or a model passed with ``--mlm-dir``.
 The baseline is ``build_classifier(..., random_init=True)``: the same config and
 tokenizer, random weights. Both are fine-tuned by ``nlpssl.train.train`` with
-identical hyperparameters and steps on the same seeded SST-2 training subset and
-scored on SST-2 dev (872 sentences) after the last step; nothing is selected on dev.
+identical hyperparameters and steps on the same seeded SST-2 training subset (one
+budget per ``--train-examples`` size: pretraining matters most when labels are few)
+and scored on SST-2 dev (872 sentences) after the last step; nothing is selected on dev.
 Needs ../shared/data.
 """
 
@@ -26,7 +27,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SST2_LABELS, dev_accuracy, load_sst2, pretrain_wikitext_mlm, print_result  # noqa: E402
+from common import (  # noqa: E402
+    SST2_LABELS,
+    dev_accuracy,
+    load_sst2,
+    pretrain_wikitext_mlm,
+    print_result,
+)
 
 from nlpssl.data.classification import token_lengths  # noqa: E402
 from nlpssl.data.collators import ClassificationCollator  # noqa: E402
@@ -53,9 +60,10 @@ def finetune(checkpoint: Path, tokenizer, splits, random_init: bool, args, steps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlm-steps", type=int, default=1200)
+    parser.add_argument("--mlm-steps", type=int, default=3000)
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to reuse instead of pretraining")
-    parser.add_argument("--train-examples", type=int, default=8000)
+    parser.add_argument("--train-examples", type=int, nargs="+", default=[1000, 2000, 8000],
+                        help="SST-2 training subset sizes; each is one budget for both sides")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -65,25 +73,25 @@ def main() -> None:
     started = time.perf_counter()
     checkpoint = args.mlm_dir or pretrain_wikitext_mlm(args.out / "mlm", args.mlm_steps)
     tokenizer = load_tokenizer(checkpoint)
-    splits = load_sst2(tokenizer, args.train_examples, args.seed)
-    steps = math.ceil(len(splits.train) / args.batch_size) * args.epochs
-    accuracy = {
-        "pretrained": finetune(checkpoint, tokenizer, splits, random_init=False, args=args, steps=steps),
-        "random_init": finetune(checkpoint, tokenizer, splits, random_init=True, args=args, steps=steps),
-    }
-    margin = accuracy["pretrained"] - accuracy["random_init"]
-    print(f"{len(splits.train):,} SST-2 sentences, {steps} steps of {args.batch_size}, lr {args.lr}; start: {checkpoint}")
-    for name, value in accuracy.items():
-        print(f"{name:<12} SST-2 dev accuracy {100 * value:.2f}")
-    print(f"pretraining adds {100 * margin:+.2f} points; {time.perf_counter() - started:.0f} s in all")
+    results = []
+    for size in args.train_examples:
+        splits = load_sst2(tokenizer, size, args.seed)
+        steps = math.ceil(len(splits.train) / args.batch_size) * args.epochs
+        pretrained = finetune(checkpoint, tokenizer, splits, random_init=False, args=args, steps=steps)
+        scratch = finetune(checkpoint, tokenizer, splits, random_init=True, args=args, steps=steps)
+        results.append({"train_examples": len(splits.train), "finetune_steps": steps,
+                        "pretrained": round(100 * pretrained, 2), "random_init": round(100 * scratch, 2),
+                        "margin": round(100 * (pretrained - scratch), 2)})
+        print(f"{len(splits.train):>6,} sentences, {steps:>4} steps: pretrained {100 * pretrained:.2f}  "
+              f"random init {100 * scratch:.2f}  margin {100 * (pretrained - scratch):+.2f}", flush=True)
+    print(f"SST-2 dev accuracy; batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs; start: {checkpoint}; "
+          f"{time.perf_counter() - started:.0f} s in all")
     print_result({
         "benchmark": "pretraining_pays",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "mlm_dir": str(args.mlm_dir) if args.mlm_dir else None,
-        "train_examples": len(splits.train), "finetune_steps": steps,
-        "pretrained_dev_accuracy": round(100 * accuracy["pretrained"], 2),
-        "random_init_dev_accuracy": round(100 * accuracy["random_init"], 2),
-        "margin_points": round(100 * margin, 2),
+        "sst2_dev_accuracy": results,
+        "margin_points": {str(r["train_examples"]): r["margin"] for r in results},
     })
 
 

@@ -29,13 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, alternate, print_result  # noqa: E402
 
-from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402
+from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
 from nlpssl.models.heads import SentencePooler  # noqa: E402
 from nlpssl.objectives.simcse import SimCSE  # noqa: E402
+from nlpssl.optim import make_optimizer  # noqa: E402
 from nlpssl.recipes.common import resolve_checkpoint  # noqa: E402
 from nlpssl.sampling import StepBatchSampler  # noqa: E402
-from nlpssl.optim import make_optimizer  # noqa: E402
 
 
 def sentences(limit: int = 4000) -> list[str]:
