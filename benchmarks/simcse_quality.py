@@ -7,7 +7,7 @@ unsupervised SimCSE on WikiText-2 sentences; STS before and after, MiniLM as a c
 Needs ../shared/data (WikiText-2 and the STS sets). Everything is nlpssl's
 library on the same data: a WordPiece tokenizer trained on WikiText-2 train, a
 BERT (hidden 256, 4 layers, 4 heads) pretrained with masked LM, then SimCSE
-(mean pooling, temperature 0.05, batch 64, 32 tokens, lr 1e-4), evaluated on
+(mean pooling, temperature 0.05, batch 64, 32 tokens, lr 1e-4 unless --simcse-lr), evaluated on
 STS-B dev every 50 steps with the best kept, as the SimCSE paper selects; the
 final model is reported too. STS figures are Spearman x100 of cosine vs gold,
 mean-pooled, as evaluate_sts reports them; avg is over STS12-16, STS-B test and
@@ -39,14 +39,14 @@ from nlpssl.recipes.simcse import stsb_dev_metric  # noqa: E402
 from nlpssl.train import TrainConfig, train  # noqa: E402
 
 
-def train_simcse(start: Path, out: Path, steps: int, eval_every: int) -> tuple[Path, Path]:
+def train_simcse(start: Path, out: Path, steps: int, eval_every: int, lr: float) -> tuple[Path, Path]:
     """Unsupervised SimCSE from ``start``; returns the final model and the one best on STS-B dev."""
     sentences = split_sentences(load_corpus(str(WIKITEXT / "wiki.train.tokens")))
     tokenizer = load_tokenizer(start)
     torch.manual_seed(0)
     encoder = AutoModel.from_pretrained(start, add_pooling_layer=False)
     objective = SimCSE(encoder, SentencePooler("mean"), num_views=2, temperature=0.05, max_seq_length=32)
-    cfg = TrainConfig(output_dir=str(out / "simcse"), max_steps=steps, batch_size=64, lr=1e-4, warmup_steps=0,
+    cfg = TrainConfig(output_dir=str(out / "simcse"), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,
                       weight_decay=0.0, log_every=50, save_every=steps, eval_every=eval_every)
     keep_best = KeepBest(stsb_dev_metric(str(SHARED_DATA), tokenizer), "stsb_dev", out / "simcse" / "best", tokenizer)
     collator = SentenceViewsCollator(tokenizer, ["text"], repeat=2, max_length=32)
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--mlm-steps", type=int, default=3000)
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to start from instead of pretraining")
     parser.add_argument("--simcse-steps", type=int, default=500)
+    parser.add_argument("--simcse-lr", type=float, default=1e-4)
     parser.add_argument("--eval-every", type=int, default=50, help="STS-B dev evaluations for model selection")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_simcse"))
     args = parser.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
         sys.exit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
     started = time.perf_counter()
     mlm = args.mlm_dir or pretrain_wikitext_mlm(args.out / "mlm", args.mlm_steps)
-    final, best = train_simcse(mlm, args.out, args.simcse_steps, args.eval_every)
+    final, best = train_simcse(mlm, args.out, args.simcse_steps, args.eval_every, args.simcse_lr)
     scores = {"mlm": sts(mlm), "simcse": sts(best), "simcse_final": sts(final), "minilm": sts(resolve_checkpoint("minilm"))}
     print(f"{'task':<10}" + "".join(f"{name:>14}" for name in scores))
     for task in scores["mlm"]:
@@ -82,6 +83,7 @@ def main() -> None:
         "benchmark": "simcse_quality",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "simcse_steps": args.simcse_steps,
+        "simcse_lr": args.simcse_lr,
         **{f"{name}_{key}": round(scores[name][key], 2) for name in scores for key in ("stsb_test", "avg")},
         "stsb_test_gain": round(gain, 2),
     })
