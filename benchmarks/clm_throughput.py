@@ -23,7 +23,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling, GPT2LMHeadModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, cycle, print_result, training_step  # noqa: E402
+from common import alternate, cycle, hf_lm_step, nlpssl_lm_step, print_result  # noqa: E402
 
 from nlpssl.data.collators import CausalLMCollator  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402
@@ -31,7 +31,6 @@ from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.data.tokenizer import train_tokenizer  # noqa: E402
 from nlpssl.models.text import EncoderDims, gpt2_config  # noqa: E402
 from nlpssl.objectives.clm import CausalLM  # noqa: E402
-from nlpssl.optim import make_optimizer  # noqa: E402
 
 BLOCK_SIZE = 128
 
@@ -45,23 +44,13 @@ def batches(blocks, batch_size: int, count: int) -> list[list[dict]]:
 def nlpssl_step_fn(config, tokenizer, examples_cycle):
     torch.manual_seed(0)
     objective = CausalLM(GPT2LMHeadModel(config)).train()
-    optimizer = make_optimizer(objective, lr=1e-4, weight_decay=0.01)
-    collate, generator = CausalLMCollator(tokenizer), torch.Generator().manual_seed(0)
-    return training_step(
-        lambda batch: objective(batch)["loss"], objective.parameters(), optimizer,
-        lambda rows: collate(rows, generator=generator), examples_cycle,
-    )
+    return nlpssl_lm_step(objective, CausalLMCollator(tokenizer), examples_cycle)
 
 
 def hf_step_fn(config, tokenizer, examples_cycle):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=False, return_tensors="pt")
-    return training_step(
-        lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
-        model.parameters(), optimizer, collate, examples_cycle,
-    )
+    return hf_lm_step(model, DataCollatorForLanguageModeling(tokenizer, mlm=False, return_tensors="pt"), examples_cycle)
 
 
 def main() -> None:

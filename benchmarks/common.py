@@ -84,6 +84,31 @@ def training_step(loss_of_batch: Callable, parameters, optimizer, collate: Calla
     return step
 
 
+def nlpssl_lm_step(objective, collator, examples) -> Callable[[], float]:
+    """nlpssl's side of a language-model throughput benchmark: the loop's AdamW, a seeded collator."""
+    import torch
+
+    from nlpssl.optim import make_optimizer
+
+    optimizer = make_optimizer(objective, lr=1e-4, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(0)
+    return training_step(
+        lambda batch: objective(batch)["loss"], objective.parameters(), optimizer,
+        lambda rows: collator(rows, generator=generator), examples,
+    )
+
+
+def hf_lm_step(model, collator, examples) -> Callable[[], float]:
+    """The Hugging Face side: the model's own loss from ``labels``, torch AdamW."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    return training_step(
+        lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
+        model.parameters(), optimizer, collator, examples,
+    )
+
+
 def print_result(result: dict) -> None:
     """The benchmark's last stdout line: one JSON object."""
     print(json.dumps(result), flush=True)

@@ -20,13 +20,12 @@ import torch
 from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, bert_tokenizer, corpus, cycle, print_result, training_step  # noqa: E402
+from common import alternate, bert_tokenizer, corpus, cycle, hf_lm_step, nlpssl_lm_step, print_result  # noqa: E402
 
 from nlpssl.data.collators import MLMCollator  # noqa: E402
 from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.models.text import EncoderDims, bert_config  # noqa: E402
 from nlpssl.objectives.mlm import MaskedLM  # noqa: E402
-from nlpssl.optim import make_optimizer  # noqa: E402
 
 
 def batches(blocks, batch_size: int, count: int):
@@ -38,23 +37,13 @@ def batches(blocks, batch_size: int, count: int):
 def nlpssl_step_fn(tokenizer, dims, examples_cycle):
     torch.manual_seed(0)
     objective = MaskedLM(BertForMaskedLM(bert_config(dims, tokenizer)))
-    optimizer = make_optimizer(objective, lr=1e-4, weight_decay=0.01)
-    collate, generator = MLMCollator(tokenizer), torch.Generator().manual_seed(0)
-    return training_step(
-        lambda batch: objective(batch)["loss"], objective.parameters(), optimizer,
-        lambda rows: collate(rows, generator=generator), examples_cycle,
-    )
+    return nlpssl_lm_step(objective, MLMCollator(tokenizer), examples_cycle)
 
 
 def hf_step_fn(tokenizer, dims, examples_cycle):
     torch.manual_seed(0)
     model = BertForMaskedLM(bert_config(dims, tokenizer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15, return_tensors="pt")
-    return training_step(
-        lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
-        model.parameters(), optimizer, collate, examples_cycle,
-    )
+    return hf_lm_step(model, DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15, return_tensors="pt"), examples_cycle)
 
 
 def main() -> None:
