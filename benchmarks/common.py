@@ -162,12 +162,10 @@ def load_sst2(tokenizer, train_examples: int, seed: int, max_length: int = 128):
 
 
 def dev_accuracy(model, splits, tokenizer) -> float:
-    """Accuracy of a sequence classifier on ``splits.validation``."""
-    import torch
-
+    """Accuracy of a sequence classifier on ``splits.validation`` (the shipped `evaluate` module)."""
     from nlpssl.data.collators import ClassificationCollator
-    from nlpssl.evaluation.classification import predict_logits
+    from nlpssl.evaluation.classification import predict_logits, score_logits
     from nlpssl.objectives.classification import SequenceClassification
 
     logits = predict_logits(SequenceClassification(model), splits.validation, ClassificationCollator(tokenizer))
-    return (logits.argmax(-1) == torch.tensor(splits.validation["labels"])).float().mean().item()
+    return score_logits(logits, splits.validation["labels"], splits.label_names)["accuracy"]

@@ -32,6 +32,12 @@ def pad_column(examples: Sequence[dict], key: str, value: int, multiple_of: int 
     return out
 
 
+def length_mask(examples: Sequence[dict], length: int) -> torch.Tensor:
+    """(B, L) 1 at each row's real tokens (its ``input_ids`` length), 0 at right padding up to ``length``."""
+    lengths = torch.tensor([len(example["input_ids"]) for example in examples])  # (B,)
+    return (torch.arange(length) < lengths[:, None]).long()
+
+
 class MLMCollator:
     """BERT masking: pick ``mask_prob`` of tokens; of those, ``mask_token_frac`` become [MASK],
     ``random_token_frac`` a random non-special token, and the rest stay unchanged.
@@ -75,7 +81,7 @@ class MLMCollator:
     def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = pad_column(examples, "input_ids", pad_id, self.pad_to_multiple_of)  # (B, L)
-        attention_mask = pad_column([{"m": [1] * len(e["input_ids"])} for e in examples], "m", 0, self.pad_to_multiple_of)
+        attention_mask = length_mask(examples, input_ids.shape[1])  # (B, L)
         special = self._special_mask(examples, input_ids) | (attention_mask == 0)  # (B, L) bool
         chosen = self._choose(examples, special, generator)  # (B, L) bool
         input_ids, labels = self._corrupt(input_ids, chosen, generator)
@@ -133,8 +139,7 @@ class CausalLMCollator:
 
     def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
         input_ids = pad_column(examples, "input_ids", self.pad_id, self.pad_to_multiple_of)  # (B, L)
-        lengths = torch.tensor([len(e["input_ids"]) for e in examples])  # (B,)
-        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, L)
+        attention_mask = length_mask(examples, input_ids.shape[1])  # (B, L)
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)  # (B, L)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -160,11 +165,7 @@ class ClassificationCollator:
 
     def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
         input_ids = pad_column(examples, "input_ids", self.pad_id, self.pad_to_multiple_of)  # (B, L)
-        lengths = torch.tensor([len(e["input_ids"]) for e in examples])  # (B,)
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": (torch.arange(input_ids.shape[1]) < lengths[:, None]).long(),  # (B, L)
-        }
+        batch = {"input_ids": input_ids, "attention_mask": length_mask(examples, input_ids.shape[1])}  # (B, L) each
         if "token_type_ids" in examples[0]:
             batch["token_type_ids"] = pad_column(examples, "token_type_ids", 0, self.pad_to_multiple_of)  # (B, L)
         if "labels" in examples[0]:

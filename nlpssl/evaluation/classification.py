@@ -13,6 +13,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 
+from nlpssl.data.classification import token_lengths
 from nlpssl.evaluation.metrics import compute_metrics
 
 CLASS_SCORES = ("accuracy", "f1_macro", "matthews_correlation")
@@ -35,7 +36,7 @@ def predict_logits(objective, rows: datasets.Dataset, collator: Callable, batch_
     ``rows`` must not be empty.
     """
     inputs = rows.select_columns([c for c in ("input_ids", "token_type_ids") if c in rows.column_names])
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]["input_ids"]))
+    order = torch.argsort(torch.tensor(token_lengths(inputs)), stable=True).tolist()
     device = next(objective.parameters()).device
     was_training = objective.training
     objective.eval()
