@@ -143,6 +143,31 @@ def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
     return out / "final"
 
 
+def snli_triples(splits=("dev", "test")):
+    """(anchor, positive, negative) rows from SNLI: a premise, its entailed and its contradicted hypothesis.
+
+    ``../shared/data/snli_devtest`` has SNLI's dev and test only (parallel files
+    ``s1.*``, ``s2.*``, ``labels.*``); premises without both labels are skipped.
+    Returns a ``datasets.Dataset`` with columns anchor, positive, negative.
+    """
+    import datasets
+
+    root = SHARED_DATA / "snli_devtest"
+    if not root.is_dir():
+        raise SystemExit(f"error: {root} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
+    hypotheses: dict[str, dict[str, str]] = {}
+    for split in splits:
+        premises, others, labels = ((root / f"{name}.{split}").read_text().splitlines() for name in ("s1", "s2", "labels"))
+        for premise, other, label in zip(premises, others, labels):
+            hypotheses.setdefault(premise.strip(), {})[label.strip()] = other.strip()
+    rows = [
+        {"anchor": premise, "positive": by_label["entailment"], "negative": by_label["contradiction"]}
+        for premise, by_label in hypotheses.items()
+        if "entailment" in by_label and "contradiction" in by_label
+    ]
+    return datasets.Dataset.from_list(rows)
+
+
 def load_sst2(tokenizer, train_examples: int, seed: int, max_length: int = 128):
     """A seeded subset of SST-2 train and the full dev split (872), tokenized; ``LabelledSplits``."""
     from nlpssl.data.classification import (

@@ -4,7 +4,7 @@ unsupervised SimCSE on WikiText-2 sentences; STS before and after, MiniLM as a c
     python benchmarks/simcse_quality.py [--mlm-steps 3000 --simcse-steps 500 --out outputs/bench_simcse]
     python benchmarks/simcse_quality.py --mlm-dir outputs/bench_simcse/mlm/final    # reuse the MLM model
 
-Needs ../shared/data (WikiText-2 and the STS sets). Everything is nlpssl's
+Needs ../shared/data (WikiText-2, SNLI dev/test and the STS sets). Everything is nlpssl's
 library on the same data: a WordPiece tokenizer trained on WikiText-2 train, a
 BERT (hidden 256, 4 layers, 4 heads) pretrained with masked LM, then SimCSE
 (mean pooling, temperature 0.05, batch 64, 32 tokens, lr 1e-4 unless --simcse-lr), evaluated on
@@ -12,6 +12,12 @@ STS-B dev every 50 steps with the best kept, as the SimCSE paper selects; the
 final model is reported too. STS figures are Spearman x100 of cosine vs gold,
 mean-pooled, as evaluate_sts reports them; avg is over STS12-16, STS-B test and
 SICK-R. Nothing is tuned on test sets.
+
+Two controls: ``random_init`` is the same architecture untrained, mean-pooled
+(how much of the starting point is word overlap alone); ``sup_simcse`` is
+supervised SimCSE from the same MLM model on SNLI dev+test triples (premise,
+entailed, contradicted hypothesis as hard negative; --sup-steps 0 skips it),
+selected on STS-B dev the same way.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, WIKITEXT, pretrain_wikitext_mlm, print_result  # noqa: E402
+from common import SHARED_DATA, WIKITEXT, pretrain_wikitext_mlm, print_result, snli_triples  # noqa: E402
 
 from nlpssl.data.corpus import load_corpus  # noqa: E402
 from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
@@ -39,24 +45,35 @@ from nlpssl.recipes.simcse import stsb_dev_metric  # noqa: E402
 from nlpssl.train import TrainConfig, train  # noqa: E402
 
 
-def train_simcse(start: Path, out: Path, steps: int, eval_every: int, lr: float) -> tuple[Path, Path]:
-    """Unsupervised SimCSE from ``start``; returns the final model and the one best on STS-B dev."""
-    sentences = split_sentences(load_corpus(str(WIKITEXT / "wiki.train.tokens")))
+def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, eval_every: int, lr: float) -> tuple[Path, Path]:
+    """SimCSE from ``start`` on ``rows``; returns the final model and the one best on STS-B dev.
+
+    One column: unsupervised (each sentence twice, dropout views). Three columns:
+    supervised (anchor, positive, hard negative).
+    """
     tokenizer = load_tokenizer(start)
     torch.manual_seed(0)
     encoder = AutoModel.from_pretrained(start, add_pooling_layer=False)
-    objective = SimCSE(encoder, SentencePooler("mean"), num_views=2, temperature=0.05, max_seq_length=32)
-    cfg = TrainConfig(output_dir=str(out / "simcse"), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,
+    repeat = 2 if len(columns) == 1 else 1
+    objective = SimCSE(encoder, SentencePooler("mean"), num_views=len(columns) * repeat, temperature=0.05, max_seq_length=32)
+    cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,
                       weight_decay=0.0, log_every=50, save_every=steps, eval_every=eval_every)
-    keep_best = KeepBest(stsb_dev_metric(str(SHARED_DATA), tokenizer), "stsb_dev", out / "simcse" / "best", tokenizer)
-    collator = SentenceViewsCollator(tokenizer, ["text"], repeat=2, max_length=32)
-    train(objective, sentences, collator, cfg, evaluators=[keep_best], tokenizer=tokenizer)
-    return out / "simcse" / "final", out / "simcse" / "best"
+    keep_best = KeepBest(stsb_dev_metric(str(SHARED_DATA), tokenizer), "stsb_dev", out / "best", tokenizer)
+    collator = SentenceViewsCollator(tokenizer, columns, repeat=repeat, max_length=32)
+    train(objective, rows, collator, cfg, evaluators=[keep_best], tokenizer=tokenizer)
+    return out / "final", out / "best"
 
 
 def sts(folder: str | Path) -> dict:
     model, tokenizer = AutoModel.from_pretrained(folder), load_tokenizer(folder)
     return evaluate_sts(model, tokenizer, SHARED_DATA, pooling="mean")
+
+
+def sts_random_init(like: Path) -> dict:
+    """STS of ``like``'s architecture and tokenizer with seeded random weights, mean-pooled."""
+    torch.manual_seed(0)
+    model = AutoModel.from_config(AutoConfig.from_pretrained(like), add_pooling_layer=False)
+    return evaluate_sts(model, load_tokenizer(like), SHARED_DATA, pooling="mean")
 
 
 def main() -> None:
@@ -65,6 +82,8 @@ def main() -> None:
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to start from instead of pretraining")
     parser.add_argument("--simcse-steps", type=int, default=500)
     parser.add_argument("--simcse-lr", type=float, default=1e-4)
+    parser.add_argument("--sup-steps", type=int, default=300, help="supervised SimCSE control on SNLI (0 skips it)")
+    parser.add_argument("--sup-lr", type=float, default=1e-4)
     parser.add_argument("--eval-every", type=int, default=50, help="STS-B dev evaluations for model selection")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_simcse"))
     args = parser.parse_args()
@@ -72,20 +91,32 @@ def main() -> None:
         sys.exit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
     started = time.perf_counter()
     mlm = args.mlm_dir or pretrain_wikitext_mlm(args.out / "mlm", args.mlm_steps)
-    final, best = train_simcse(mlm, args.out, args.simcse_steps, args.eval_every, args.simcse_lr)
-    scores = {"mlm": sts(mlm), "simcse": sts(best), "simcse_final": sts(final), "minilm": sts(resolve_checkpoint("minilm"))}
+    sentences = split_sentences(load_corpus(str(WIKITEXT / "wiki.train.tokens")))
+    final, best = train_simcse(mlm, args.out / "simcse", sentences, ["text"], args.simcse_steps, args.eval_every, args.simcse_lr)
+    scores = {"mlm": sts(mlm), "random_init": sts_random_init(mlm), "simcse": sts(best), "simcse_final": sts(final)}
+    if args.sup_steps:
+        triples = snli_triples()
+        print(f"supervised control: {len(triples)} SNLI triples")
+        _, sup_best = train_simcse(mlm, args.out / "sup_simcse", triples, ["anchor", "positive", "negative"],
+                                   args.sup_steps, args.eval_every, args.sup_lr)
+        scores["sup_simcse"] = sts(sup_best)
+    scores["minilm"] = sts(resolve_checkpoint("minilm"))
     print(f"{'task':<10}" + "".join(f"{name:>14}" for name in scores))
     for task in scores["mlm"]:
         print(f"{task:<10}" + "".join(f"{scores[name][task]:>14.2f}" for name in scores))
     gain = scores["simcse"]["stsb_test"] - scores["mlm"]["stsb_test"]
-    print(f"SimCSE raises STS-B test by {gain:.2f} points (target >= 10); {time.perf_counter() - started:.0f} s in all")
+    print(f"unsupervised SimCSE raises STS-B test by {gain:.2f} points (target >= 10); {time.perf_counter() - started:.0f} s in all")
+    if "sup_simcse" in scores:
+        print(f"supervised SimCSE (SNLI control) raises it by {scores['sup_simcse']['stsb_test'] - scores['mlm']['stsb_test']:.2f}")
     print_result({
         "benchmark": "simcse_quality",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "simcse_steps": args.simcse_steps,
         "simcse_lr": args.simcse_lr,
+        "sup_steps": args.sup_steps,
         **{f"{name}_{key}": round(scores[name][key], 2) for name in scores for key in ("stsb_test", "avg")},
         "stsb_test_gain": round(gain, 2),
+        **({"sup_stsb_test_gain": round(scores["sup_simcse"]["stsb_test"] - scores["mlm"]["stsb_test"], 2)} if "sup_simcse" in scores else {}),
     })
 
 
