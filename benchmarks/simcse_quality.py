@@ -31,7 +31,13 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, WIKITEXT, pretrain_wikitext_mlm, print_result, snli_triples  # noqa: E402
+from common import (  # noqa: E402
+    SHARED_DATA,
+    WIKITEXT,
+    pretrain_wikitext_mlm,
+    print_result,
+    snli_triples,
+)
 
 from nlpssl.data.corpus import load_corpus  # noqa: E402
 from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
