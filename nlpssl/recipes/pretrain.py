@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import datasets
+from accelerate import PartialState
 
+from nlpssl.config import save_config
 from nlpssl.data.corpus import TxtMode, load_corpus
 from nlpssl.data.text import PackStyle, PackStats, tokenize_and_pack
 from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer
+from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
 from nlpssl.models.text import EncoderDims
+from nlpssl.recipes.common import output_path
 from nlpssl.train import TrainConfig
 
 
@@ -132,3 +136,34 @@ def pack_splits(
     valid_blocks, _ = tokenize_and_pack(valid_docs, tokenizer, data.block_size, style, data.num_proc)
     print(f"nlpssl: train {stats.summary()}")
     return train_blocks, valid_blocks, stats
+
+
+@dataclass
+class LMData:
+    """What a pretraining script trains on: the tokenizer, its collator and both splits as packed blocks."""
+
+    tokenizer: object
+    collator: Callable
+    train_blocks: datasets.Dataset
+    valid_blocks: datasets.Dataset
+
+
+def prepare_lm_data(cfg: MLMRecipe | CLMRecipe, style: PackStyle, make_collator: Callable) -> LMData:
+    """Split the corpus, resolve the tokenizer, build ``make_collator(tokenizer)``, pack both splits.
+
+    The main process goes first: it trains and saves the tokenizer and fills the
+    datasets cache, which the other processes then read. The collator is built
+    before packing, so a bad masking setting fails before the slow part. The main
+    process also writes the resolved config to ``output_dir/config.yaml``.
+    """
+    state = PartialState(cpu=cpu_only())
+    with state.main_process_first():
+        train_docs, valid_docs = split_corpus(cfg.data, cfg.train.seed)
+        tokenizer = resolve_tokenizer(
+            cfg.tokenizer, train_docs, cfg.model.checkpoint, cfg.data.block_size, output_path(cfg.train, "tokenizer")
+        )
+        collator = make_collator(tokenizer)
+        train_blocks, valid_blocks, _ = pack_splits(train_docs, valid_docs, tokenizer, cfg.data, style)
+    if state.is_main_process:
+        save_config(cfg, output_path(cfg.train, "config.yaml"))
+    return LMData(tokenizer, collator, train_blocks, valid_blocks)
