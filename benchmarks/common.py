@@ -63,6 +63,40 @@ def cycle(items):
         yield from items
 
 
+def row_batches(blocks, batch_size: int, count: int, columns=("input_ids",)) -> list[list[dict]]:
+    """``count`` batches of ``batch_size`` packed blocks, each row a dict of ``columns``: what both collators see."""
+    rows = blocks.select(range(count * batch_size)).select_columns(list(columns)).to_list()
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def collator_rates(ours: Callable, theirs: Callable, examples, rounds: int) -> dict[str, float]:
+    """Tokens/s of nlpssl's collator (``ours``) and the Hugging Face one (``theirs``) on the same batches."""
+    data_a, data_b = cycle(examples), cycle(examples)
+    return alternate(
+        {
+            "nlpssl": lambda: float(ours(next(data_a))["attention_mask"].sum()),
+            "hf": lambda: float(theirs(next(data_b))["attention_mask"].sum()),
+        },
+        rounds, 20,
+    )
+
+
+def report_lm_throughput(benchmark: str, train: dict[str, float], collate: dict[str, float], **settings) -> None:
+    """Print a language-model throughput benchmark's step and collator rates, then its JSON line."""
+    print(f"train step  nlpssl {train['nlpssl']:>10,.0f} tok/s   hf {train['hf']:>10,.0f} tok/s   ratio {train['nlpssl'] / train['hf']:.2f}x")
+    print(f"collator    nlpssl {collate['nlpssl']:>10,.0f} tok/s   hf {collate['hf']:>10,.0f} tok/s   ratio {collate['nlpssl'] / collate['hf']:.2f}x")
+    print_result({
+        "benchmark": benchmark,
+        "nlpssl_tokens_per_s": round(train["nlpssl"]),
+        "hf_tokens_per_s": round(train["hf"]),
+        "ratio": round(train["nlpssl"] / train["hf"], 3),
+        "collator_nlpssl_tokens_per_s": round(collate["nlpssl"]),
+        "collator_hf_tokens_per_s": round(collate["hf"]),
+        "collator_ratio": round(collate["nlpssl"] / collate["hf"], 3),
+        **settings,
+    })
+
+
 def training_step(loss_of_batch: Callable, parameters, optimizer, collate: Callable, examples) -> Callable[[], float]:
     """One timed training step: collate the next examples, loss, backward, clip at 1.0, optimizer step.
 

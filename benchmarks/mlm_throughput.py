@@ -20,18 +20,12 @@ import torch
 from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, bert_tokenizer, corpus, cycle, hf_lm_step, nlpssl_lm_step, print_result  # noqa: E402
+from common import alternate, bert_tokenizer, collator_rates, corpus, cycle, hf_lm_step, nlpssl_lm_step, report_lm_throughput, row_batches  # noqa: E402
 
 from nlpssl.data.collators import MLMCollator  # noqa: E402
 from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.models.text import EncoderDims, bert_config  # noqa: E402
 from nlpssl.objectives.mlm import MaskedLM  # noqa: E402
-
-
-def batches(blocks, batch_size: int, count: int):
-    for start in range(0, count * batch_size, batch_size):
-        rows = blocks[start : start + batch_size]
-        yield [{"input_ids": i, "special_tokens_mask": s} for i, s in zip(rows["input_ids"], rows["special_tokens_mask"])]
 
 
 def nlpssl_step_fn(tokenizer, dims, examples_cycle):
@@ -54,33 +48,20 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer, tokenizer_name = bert_tokenizer()
     blocks, _ = tokenize_and_pack(corpus(), tokenizer, block_size=128)
-    examples = list(batches(blocks, args.batch_size, 40))
+    examples = row_batches(blocks, args.batch_size, 40, columns=("input_ids", "special_tokens_mask"))
     dims = EncoderDims(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024)
     train = alternate(
         {"nlpssl": nlpssl_step_fn(tokenizer, dims, cycle(examples)), "hf": hf_step_fn(tokenizer, dims, cycle(examples))},
         args.rounds, args.steps,
     )
-    ours, theirs = MLMCollator(tokenizer), DataCollatorForLanguageModeling(tokenizer, mlm=True, return_tensors="pt")
-    data_a, data_b, generator = cycle(examples), cycle(examples), torch.Generator().manual_seed(0)
-    collate = alternate(
-        {
-            "nlpssl": lambda: float(ours(next(data_a), generator=generator)["attention_mask"].sum()),
-            "hf": lambda: float(theirs(next(data_b))["attention_mask"].sum()),
-        },
-        args.rounds, 20,
+    generator = torch.Generator().manual_seed(0)
+    ours = MLMCollator(tokenizer)
+    collate = collator_rates(
+        lambda rows: ours(rows, generator=generator), DataCollatorForLanguageModeling(tokenizer, mlm=True, return_tensors="pt"),
+        examples, args.rounds,
     )
     print(f"tokenizer: {tokenizer_name}; batch {args.batch_size} x 128; torch threads {torch.get_num_threads()}")
-    print(f"train step  nlpssl {train['nlpssl']:>10,.0f} tok/s   hf {train['hf']:>10,.0f} tok/s   ratio {train['nlpssl'] / train['hf']:.2f}x")
-    print(f"collator    nlpssl {collate['nlpssl']:>10,.0f} tok/s   hf {collate['hf']:>10,.0f} tok/s   ratio {collate['nlpssl'] / collate['hf']:.2f}x")
-    print_result({
-        "benchmark": "mlm_throughput",
-        "nlpssl_tokens_per_s": round(train["nlpssl"]),
-        "hf_tokens_per_s": round(train["hf"]),
-        "ratio": round(train["nlpssl"] / train["hf"], 3),
-        "collator_nlpssl_tokens_per_s": round(collate["nlpssl"]),
-        "collator_hf_tokens_per_s": round(collate["hf"]),
-        "collator_ratio": round(collate["nlpssl"] / collate["hf"], 3),
-    })
+    report_lm_throughput("mlm_throughput", train, collate)
 
 
 if __name__ == "__main__":
