@@ -33,6 +33,7 @@ def info_nce(
     temperature: float,
     negatives: torch.Tensor | None = None,
     gather: bool = False,
+    in_batch_negatives: bool = True,
 ) -> torch.Tensor:
     """InfoNCE with cosine logits; the positive of ``query[i]`` is ``keys[i]``.
 
@@ -48,6 +49,9 @@ def info_nce(
         gather: gather ``keys`` and ``negatives`` from every process (with
             autograd) so each query sees W*B keys. Leave False for a queue that
             is already global.
+        in_batch_negatives: False scores each query against its own key and
+            ``negatives`` only, the (B, 1 + M) logits of MoCo, whose negatives
+            are the queue alone.
 
     Example::
 
@@ -55,6 +59,8 @@ def info_nce(
         loss = info_nce(z1, z2, temperature=0.05, gather=True)
     """
     local_batch = query.shape[0]
+    if not in_batch_negatives:
+        return _own_key_and_negatives(query, keys, temperature, negatives, gather)
     if gather:
         keys = gather_with_grad(keys)  # (W*B, D)
         if negatives is not None:
@@ -63,6 +69,19 @@ def info_nce(
     logits = F.normalize(query, dim=-1) @ F.normalize(candidates, dim=-1).T  # (B, C)
     offset = rank() * local_batch if gather else 0
     labels = torch.arange(local_batch, device=query.device) + offset  # (B,)
+    return F.cross_entropy(_at_least_float32(logits) / temperature, labels)
+
+
+def _own_key_and_negatives(query, keys, temperature, negatives, gather) -> torch.Tensor:
+    """InfoNCE whose candidates are each query's own key (column 0) and the shared negatives."""
+    if negatives is None:
+        raise ValueError("info_nce(in_batch_negatives=False) needs negatives (e.g. a MoCo queue)")
+    if gather:
+        negatives = gather_with_grad(negatives)  # (W*M, D)
+    query, keys, negatives = (F.normalize(t, dim=-1) for t in (query, keys, negatives))
+    positive = (query * keys).sum(dim=-1, keepdim=True)  # (B, 1)
+    logits = torch.cat([positive, query @ negatives.T], dim=1)  # (B, 1 + M)
+    labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)  # (B,)
     return F.cross_entropy(_at_least_float32(logits) / temperature, labels)
 
 

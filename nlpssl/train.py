@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
 from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
+from nlpssl.evaluation.plots import plot_curves
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
 from nlpssl.sampling import make_loader
@@ -61,7 +62,7 @@ class TrainConfig:
 
 
 Evaluator = Callable[[Objective], dict]
-_PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s"}  # shown in the progress bar; anything else is printed
+_PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s", "images_per_s"}  # shown in the progress bar; anything else is printed
 
 
 def train(
@@ -147,6 +148,8 @@ class _Loop:
         self.accelerator, self.model, self.optimizer, self.cfg = accelerator, model, optimizer, cfg
         self.output_dir, self.tokenizer, self.lengths = output_dir, tokenizer, lengths
         self.metrics_path = output_dir / "metrics.jsonl"
+        self.unit = accelerator.unwrap_model(model).throughput_unit
+        self.count_key = f"num_{self.unit}"
 
     def run(self, start_step: int, train_dataset, collator, eval_dataset, evaluators) -> None:
         cfg, accelerator = self.cfg, self.accelerator
@@ -163,9 +166,9 @@ class _Loop:
             window.add(*self._optimizer_step(batches, progress=(step + 1) / cfg.max_steps))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.max_steps:
-                record = window.flush(accelerator) | {"step": done, "lr": lr}
+                record = window.flush(accelerator, self.unit) | {"step": done, "lr": lr}
                 self._log(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record.get('tokens_per_s', 0):,.0f}")
+                bar.set_postfix({"loss": f"{record['loss']:.4f}", f"{self.unit}/s": f"{record[f'{self.unit}_per_s']:,.0f}"})
             stop = False
             if (eval_dataset is not None or evaluators) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 self._log({"step": done} | self._evaluate(eval_dataset, collator, evaluators))
@@ -191,7 +194,7 @@ class _Loop:
                 out = self.model(batch)
                 accelerator.backward(out["loss"] / cfg.grad_accum_steps)
             loss_sum += out["loss"].item()
-            tokens += float(out.get("num_tokens", batch_size_of(batch)))
+            tokens += float(out.get(self.count_key, batch_size_of(batch)))
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -263,6 +266,7 @@ class _Loop:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(final)
             self.accelerator.print(f"nlpssl: saved {final}")
+            plot_curves(self.output_dir)
         self.accelerator.wait_for_everyone()
 
 
@@ -279,10 +283,10 @@ class _Window:
         self.tokens += tokens
         self.seconds += seconds
 
-    def flush(self, accelerator: Accelerator) -> dict:
+    def flush(self, accelerator: Accelerator, unit: str = "tokens") -> dict:
         stats = torch.tensor([sum(self.losses) / len(self.losses), self.tokens], device=accelerator.device)
         loss, tokens = accelerator.reduce(stats, reduction="sum").tolist()
-        record = {"loss": loss / accelerator.num_processes, "tokens_per_s": tokens / max(self.seconds, 1e-9)}
+        record = {"loss": loss / accelerator.num_processes, f"{unit}_per_s": tokens / max(self.seconds, 1e-9)}
         self.__init__()
         return record
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import nlpssl  # noqa: F401  (first: makes a torchvision without its compiled ops importable for transformers)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

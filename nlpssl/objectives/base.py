@@ -13,12 +13,15 @@ class Objective(nn.Module):
 
     ``forward(batch)`` returns a dict holding ``loss`` (a scalar tensor); other
     entries are logged. Two optional counts drive the loop's bookkeeping:
-    ``num_tokens`` (for tokens/s) and ``num_targets`` (the weight of this
-    batch's loss when averaging over an evaluation set).
+    ``num_tokens`` (for tokens/s; ``num_images`` for images/s where
+    :attr:`throughput_unit` is "images") and ``num_targets`` (the weight of
+    this batch's loss when averaging over an evaluation set).
     """
 
     #: report exp(eval loss) as perplexity (true for language-model objectives)
     eval_perplexity: bool = False
+    #: what throughput counts: ``forward`` may return ``num_<unit>`` and the loop logs ``<unit>_per_s``
+    throughput_unit: str = "tokens"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,47 @@
+"""SimCLR: two augmented views, a projection MLP and NT-Xent (Chen et al., ICML 2020).
+
+Shapes: B images per process, D backbone width, E projection width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nlpssl.data.augment import BatchViews
+from nlpssl.losses import nt_xent
+from nlpssl.models.heads import MLPHead
+from nlpssl.models.vision import BackboneSpec
+from nlpssl.objectives.vision_base import VisionObjective
+
+
+class SimCLR(VisionObjective):
+    """NT-Xent between the projections of two views of each image.
+
+    Args:
+        backbone: (B, C, S, S) -> (B, D), with ``feature_dim``.
+        spec: the backbone's spec (normalisation, export).
+        views: a two-view :class:`BatchViews` (preset ``simclr``).
+        projection_dim: E (128 in the paper); the hidden layer is D wide.
+        temperature: 0.5 for CIFAR-10 in the paper.
+        gather: negatives from every process (2*W*B - 2 per positive pair).
+
+    Example::
+
+        objective = SimCLR(ResNet18(), BackboneSpec(), BatchViews("simclr", 32))
+        loss = objective(ImageCollator()(images.__getitems__(range(64))))["loss"]
+    """
+
+    def __init__(
+        self, backbone: nn.Module, spec: BackboneSpec, views: BatchViews,
+        projection_dim: int = 128, temperature: float = 0.5, gather: bool = True,
+    ) -> None:
+        super().__init__(backbone, spec, views)
+        self.projector = MLPHead(backbone.feature_dim, backbone.feature_dim, projection_dim)
+        self.temperature, self.gather = temperature, gather
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        view1, view2 = self.make_views(batch)  # 2 x (B, C, S, S)
+        z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)  # 2 x (B, E)
+        loss = nt_xent(z1, z2, self.temperature, gather=self.gather)
+        return {"loss": loss, **self.counts(batch)}
