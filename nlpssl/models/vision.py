@@ -210,9 +210,9 @@ def load_backbone(directory: str | Path) -> tuple[nn.Module, BackboneSpec]:
     values = json.loads(spec_file.read_text())
     spec = BackboneSpec(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
     if spec.architecture == "vit":
-            from transformers import ViTMAEModel
+        from transformers import ViTMAEForPreTraining
 
-        backbone = ViTFeatures(ViTMAEModel.from_pretrained(directory))
+        backbone = ViTFeatures(ViTMAEForPreTraining.from_pretrained(directory).vit)
     else:
         backbone = ResNet18(spec.channels, spec.width)
         backbone.load_state_dict(load_file(str(directory / "model.safetensors")))
