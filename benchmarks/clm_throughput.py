@@ -29,7 +29,7 @@ from nlpssl.data.collators import CausalLMCollator  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402
 from nlpssl.data.text import tokenize_and_pack  # noqa: E402
 from nlpssl.data.tokenizer import train_tokenizer  # noqa: E402
-from nlpssl.models.text import EncoderDims, gpt2_config  # noqa: E402
+from nlpssl.models.text import TransformerDims, gpt2_config  # noqa: E402
 from nlpssl.objectives.clm import CausalLM  # noqa: E402
 
 BLOCK_SIZE = 128
@@ -59,7 +59,7 @@ def main() -> None:
     count = 20  # distinct batches, cycled
     blocks, _ = tokenize_and_pack(corpus.select(range(200)), tokenizer, BLOCK_SIZE, style="gpt")
     examples = row_batches(blocks, args.batch_size, count)
-    config = gpt2_config(EncoderDims(256, 4, 4, 1024, 0.1, BLOCK_SIZE), tokenizer)
+    config = gpt2_config(TransformerDims(256, 4, 4, 1024, 0.1, BLOCK_SIZE), tokenizer)
     train = alternate(
         {"nlpssl": nlpssl_step_fn(config, tokenizer, cycle(examples)), "hf": hf_step_fn(config, tokenizer, cycle(examples))},
         args.rounds, args.steps, args.warmup,

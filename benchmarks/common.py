@@ -159,7 +159,7 @@ def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
     from nlpssl.data.corpus import load_corpus
     from nlpssl.data.text import tokenize_and_pack
     from nlpssl.data.tokenizer import train_tokenizer
-    from nlpssl.models.text import EncoderDims, build_mlm_model
+    from nlpssl.models.text import TransformerDims, build_mlm_model
     from nlpssl.objectives.mlm import MaskedLM
     from nlpssl.train import TrainConfig, train
 
@@ -170,7 +170,7 @@ def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
     blocks, stats = tokenize_and_pack(corpus, tokenizer, block_size=128)
     print(f"MLM data: {stats.summary()}")
     torch.manual_seed(0)
-    objective = MaskedLM(build_mlm_model(tokenizer, EncoderDims(256, 4, 4, 1024)))
+    objective = MaskedLM(build_mlm_model(tokenizer, TransformerDims(256, 4, 4, 1024)))
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=min(100, steps // 10),
                       log_every=50, save_every=steps, eval_every=steps)
     train(objective, blocks, MLMCollator(tokenizer), cfg, tokenizer=tokenizer)

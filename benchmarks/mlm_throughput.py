@@ -24,7 +24,7 @@ from common import alternate, bert_tokenizer, collator_rates, corpus, cycle, hf_
 
 from nlpssl.data.collators import MLMCollator  # noqa: E402
 from nlpssl.data.text import tokenize_and_pack  # noqa: E402
-from nlpssl.models.text import EncoderDims, bert_config  # noqa: E402
+from nlpssl.models.text import TransformerDims, bert_config  # noqa: E402
 from nlpssl.objectives.mlm import MaskedLM  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     tokenizer, tokenizer_name = bert_tokenizer()
     blocks, _ = tokenize_and_pack(corpus(), tokenizer, block_size=128)
     examples = row_batches(blocks, args.batch_size, 40, columns=("input_ids", "special_tokens_mask"))
-    dims = EncoderDims(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024)
+    dims = TransformerDims(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024)
     train = alternate(
         {"nlpssl": nlpssl_step_fn(tokenizer, dims, cycle(examples)), "hf": hf_step_fn(tokenizer, dims, cycle(examples))},
         args.rounds, args.steps,

@@ -14,8 +14,12 @@ import torch.distributed as dist
 
 
 def cpu_only() -> bool:
-    """True when no GPU is present: Accelerate is then told to run (several) processes on CPU with gloo."""
-    return not torch.cuda.is_available()
+    """True when no accelerator of any kind (CUDA, MPS, XPU, ...) is present.
+
+    Accelerate is then told to run (several) processes on CPU with gloo; with an
+    accelerator, it picks the device itself.
+    """
+    return not torch.accelerator.is_available()
 
 
 def is_distributed() -> bool:
@@ -31,6 +35,20 @@ def rank() -> int:
 def world_size() -> int:
     """Number of processes, 1 when not distributed."""
     return dist.get_world_size() if is_distributed() else 1
+
+
+def gather_objects(value: object) -> list:
+    """Every process's ``value`` (picklable), in rank order; ``[value]`` when not distributed.
+
+    Example::
+
+        everyone = gather_objects(sorted(steps_on_disk))   # W lists
+    """
+    if not is_distributed():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 class _GatherWithGrad(torch.autograd.Function):

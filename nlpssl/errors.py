@@ -28,3 +28,14 @@ def exit_on_user_error(main: F) -> F:
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors.
+
+    Example::
+
+        raise UserError(f"cannot load 'x' ({first_line(error)})") from None
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -27,6 +27,20 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
+def _full_precision(tensor: torch.Tensor):
+    """Autocast off on ``tensor``'s device: cosine logits are normalised and multiplied in float32.
+
+    In bf16 a cosine is off by up to ~4e-3, and ``1 / temperature`` (20 at 0.05)
+    multiplies that error in the logits.
+    """
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
+def _unit_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """(N, D) rows scaled to unit length, in at least float32 (call under :func:`_full_precision`)."""
+    return F.normalize(_at_least_float32(tensor), dim=-1)
+
+
 def info_nce(
     query: torch.Tensor,
     keys: torch.Tensor,
@@ -66,10 +80,11 @@ def info_nce(
         if negatives is not None:
             negatives = gather_with_grad(negatives)  # (W*M, D)
     candidates = keys if negatives is None else torch.cat([keys, negatives], dim=0)  # (C, D)
-    logits = F.normalize(query, dim=-1) @ F.normalize(candidates, dim=-1).T  # (B, C)
+    with _full_precision(query):
+        logits = _unit_rows(query) @ _unit_rows(candidates).T  # (B, C)
     offset = rank() * local_batch if gather else 0
     labels = torch.arange(local_batch, device=query.device) + offset  # (B,)
-    return F.cross_entropy(_at_least_float32(logits) / temperature, labels)
+    return F.cross_entropy(logits / temperature, labels)
 
 
 def _own_key_and_negatives(query, keys, temperature, negatives, gather) -> torch.Tensor:
@@ -78,11 +93,12 @@ def _own_key_and_negatives(query, keys, temperature, negatives, gather) -> torch
         raise ValueError("info_nce(in_batch_negatives=False) needs negatives (e.g. a MoCo queue)")
     if gather:
         negatives = gather_with_grad(negatives)  # (W*M, D)
-    query, keys, negatives = (F.normalize(t, dim=-1) for t in (query, keys, negatives))
-    positive = (query * keys).sum(dim=-1, keepdim=True)  # (B, 1)
-    logits = torch.cat([positive, query @ negatives.T], dim=1)  # (B, 1 + M)
+    with _full_precision(query):
+        query, keys, negatives = (_unit_rows(t) for t in (query, keys, negatives))
+        positive = (query * keys).sum(dim=-1, keepdim=True)  # (B, 1)
+        logits = torch.cat([positive, query @ negatives.T], dim=1)  # (B, 1 + M)
     labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)  # (B,)
-    return F.cross_entropy(_at_least_float32(logits) / temperature, labels)
+    return F.cross_entropy(logits / temperature, labels)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = False) -> torch.Tensor:
@@ -101,14 +117,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool
         loss = nt_xent(head(backbone(view1)), head(backbone(view2)), temperature=0.5)
     """
     local_batch = z1.shape[0]
-    queries = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)  # (2B, D)
-    if gather:
-        # Per process rows are [z1; z2]; gathered rows are [z1_r0; z2_r0; z1_r1; ...].
-        keys = gather_with_grad(queries)  # (2*W*B, D)
-        offset = 2 * local_batch * rank()
-    else:
-        keys, offset = queries, 0
-    logits = _at_least_float32(queries @ keys.T) / temperature  # (2B, 2WB)
+    with _full_precision(z1):
+        queries = _unit_rows(torch.cat([z1, z2], dim=0))  # (2B, D)
+        if gather:
+            # Per process rows are [z1; z2]; gathered rows are [z1_r0; z2_r0; z1_r1; ...].
+            keys = gather_with_grad(queries)  # (2*W*B, D)
+            offset = 2 * local_batch * rank()
+        else:
+            keys, offset = queries, 0
+        logits = queries @ keys.T / temperature  # (2B, 2WB)
     rows = torch.arange(2 * local_batch, device=z1.device)  # (2B,)
     self_columns = rows + offset
     logits[rows, self_columns] = float("-inf")

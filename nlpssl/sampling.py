@@ -4,7 +4,10 @@ Micro-step ``m`` reads global batch ``m`` of a seeded per-epoch permutation;
 process ``r`` of ``W`` takes its slice of it. Masking and other collator
 randomness use a generator seeded from (seed, m, rank). So a run resumed at
 step N sees exactly the batches an uninterrupted run sees, on any world size
-that was used before.
+that was used before. Evaluation batches (:func:`make_eval_loader`) are the
+same rows with the same randomness whatever the number of processes.
+
+Shapes: N rows, B batch per process, W processes, G global batches per epoch.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class StepBatchSampler:
                 f"(train.batch_size x processes); lower train.batch_size or add data"
             )
         self.batches_per_epoch = num_rows // global_batch
-        self.num_rows, self.batch_size, self.rank = num_rows, batch_size, rank
+        self.num_rows, self.batch_size, self.rank, self.world_size = num_rows, batch_size, rank, world_size
         self.global_batch, self.seed, self.start_step = global_batch, seed, start_step
         self.lengths = torch.as_tensor(lengths) if lengths is not None else None  # (N,)
 
@@ -61,16 +64,46 @@ class StepBatchSampler:
             yield BatchKey(step, order[start : start + self.batch_size].tolist())
             step += 1
 
-
     def _group_by_length(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Sort rows by length inside chunks of MEGA_BATCHES global batches, then shuffle the batches.
+        """Sort rows by length inside chunks of MEGA_BATCHES global batches, shuffle the batches, deal the slices.
 
-        Batches hold rows of similar length (little padding) and still come in random order.
+        Batches hold rows of similar length (little padding) and still come in
+        random order. A sorted global batch cut into W slices has its longest
+        rows in the first slice: each batch deals its slices to the processes in
+        a fresh seeded order, so no process is systematically the slowest (or the
+        one that runs out of memory).
         """
         usable = order[: self.batches_per_epoch * self.global_batch]  # (N',)
         chunks = [c[torch.argsort(self.lengths[c], descending=True, stable=True)] for c in usable.split(MEGA_BATCHES * self.global_batch)]
-        batches = torch.cat(chunks).view(-1, self.global_batch)  # (batches, global batch)
-        return batches[torch.randperm(len(batches), generator=generator)].flatten()
+        batches = torch.cat(chunks).view(-1, self.global_batch)  # (G, W*B)
+        batches = batches[torch.randperm(len(batches), generator=generator)]
+        slices = batches.view(len(batches), self.world_size, self.batch_size)  # (G, W, B), longest slice first
+        dealt = torch.rand(len(batches), self.world_size, generator=generator).argsort(dim=1)  # (G, W): slice of each rank
+        return slices[torch.arange(len(batches)).unsqueeze(1), dealt].flatten()
+
+
+class EvalBatchSampler:
+    """The evaluation batches of one process: batch ``k`` of a fixed seeded order for ``k = rank, rank + W, ...``.
+
+    Batch ``k`` holds rows ``k*B .. (k+1)*B`` of the order whatever W is, and
+    its collator is seeded by ``k`` alone, so every evaluation sees the same
+    rows and masks on any number of processes (processes may run one batch
+    more than others).
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, rank: int, world_size: int, seed: int, max_batches: int) -> None:
+        if num_rows < batch_size:
+            raise UserError(f"the validation set has {num_rows} rows, fewer than one batch of {batch_size}; lower train.batch_size")
+        self.num_rows, self.batch_size, self.rank, self.world_size, self.seed = num_rows, batch_size, rank, world_size, seed
+        self.num_batches = min(max_batches, num_rows // batch_size)
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed))  # (N,)
+        for k in range(self.rank, self.num_batches, self.world_size):
+            yield BatchKey(k, order[k * self.batch_size : (k + 1) * self.batch_size].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_batches, self.world_size))
 
 
 class _KeyedRows:
@@ -106,11 +139,13 @@ def batch_seed(seed: int, step: int, rank: int) -> int:
 def make_loader(
     dataset, collator: Callable, batch_size: int, rank: int, world_size: int,
     seed: int, start_step: int = 0, num_workers: int = 0, lengths: Sequence[int] | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """An endless DataLoader of collated batches starting at micro-step ``start_step``.
 
     With ``lengths`` (one per row) batches are grouped by length (see
-    :meth:`StepBatchSampler._group_by_length`).
+    :meth:`StepBatchSampler._group_by_length`). ``pin_memory`` (for a CUDA
+    device) lets the copy to the device overlap with compute.
 
     Example::
 
@@ -124,7 +159,30 @@ def make_loader(
         collate_fn=_SeededCollate(collator, seed, rank),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
         # Its own generator: creating an iterator must not draw from the global RNG
         # (that would shift dropout after a resume).
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def make_eval_loader(
+    dataset, collator: Callable, batch_size: int, rank: int, world_size: int,
+    seed: int, max_batches: int, num_workers: int = 0, pin_memory: bool = False,
+) -> DataLoader:
+    """This process's share of ``min(max_batches, N // batch_size)`` evaluation batches (see :class:`EvalBatchSampler`).
+
+    Example::
+
+        batches = make_eval_loader(valid, MLMCollator(tokenizer), 32, rank=0, world_size=2, seed=0, max_batches=20)
+        losses = [objective(batch)["loss"] for batch in batches]   # batches 0, 2, 4, ... of 20
+    """
+    sampler = EvalBatchSampler(len(dataset), batch_size, rank, world_size, seed, max_batches)
+    return DataLoader(
+        _KeyedRows(dataset),
+        batch_sampler=sampler,
+        collate_fn=_SeededCollate(collator, seed, rank=0),  # seeded by the batch alone: the same masks on any W
+        num_workers=num_workers,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
     )

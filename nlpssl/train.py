@@ -3,8 +3,13 @@
 It knows only the :class:`~nlpssl.objectives.base.Objective` contract. It counts
 optimizer steps, not epochs; the learning rate is a pure function of the step
 (warmup then cosine) so there is no scheduler state to resume; weight decay goes
-to tensors of rank >= 2. Checkpoints hold model, optimizer, RNG and the step,
-which is also the data position, so ``--train.resume`` continues exactly.
+to tensors of rank >= 2. Checkpoints hold model, optimizer, RNG, the step and the
+data position, so ``--train.resume`` continues exactly.
+
+The loss of an optimizer step is the mean over every target of all its
+micro-batches on all processes (:func:`accumulate_gradients`), so gradient
+accumulation and the number of processes do not change what is optimised.
+Values are read from the device only at log, evaluation and save steps.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -26,10 +31,11 @@ from tqdm.auto import tqdm
 from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
 from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
+from nlpssl.evaluation.evaluator import Evaluator, as_evaluator
 from nlpssl.evaluation.plots import plot_curves
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
-from nlpssl.sampling import make_loader
+from nlpssl.sampling import make_eval_loader, make_loader
 
 
 @dataclass
@@ -52,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100
-    eval_batches: int = 20
+    eval_batches: int = 20  # batches of batch_size rows in all, shared by the processes
     save_every: int = 100
     keep_checkpoints: int = 2
     resume: str = ""  # "", "auto" (latest checkpoint in output_dir) or a checkpoint folder
@@ -61,8 +67,8 @@ class TrainConfig:
     cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
 
 
-Evaluator = Callable[[Objective], dict]
-_PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s", "images_per_s"}  # shown in the progress bar; anything else is printed
+_PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s", "images_per_s", "skipped_steps"}  # in the bar or silent; anything else is printed
+MAX_SKIPPED_IN_A_ROW = 100  # fp16 updates the loss scaler may skip in a row before the run gives up
 
 
 def train(
@@ -97,21 +103,73 @@ def train(
     output_dir = Path(cfg.output_dir)
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
-    start_step = _resume(accelerator, output_dir, cfg.resume)
-    for evaluator in evaluators if start_step else ():
-        if hasattr(evaluator, "on_resume"):
-            evaluator.on_resume(start_step)
-    global_batch = cfg.batch_size * accelerator.num_processes
-    if eval_dataset is not None and len(eval_dataset) < global_batch:
-        raise UserError(
-            f"the validation set has {len(eval_dataset)} rows, fewer than one global batch of {global_batch}; "
-            f"hold out more data or lower train.batch_size"
-        )
+    start = _resume(accelerator, output_dir, cfg.resume, cfg.grad_accum_steps)
+    evaluators = [as_evaluator(evaluator) for evaluator in evaluators]  # plain functions keep working
+    for evaluator in evaluators if start.step else ():
+        evaluator.on_resume(start.step)
     if cfg.group_by_length and lengths is None:
         raise UserError("train.group_by_length=true, but this recipe gives no row lengths; set it to false")
     loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer, lengths if cfg.group_by_length else None)
-    loop.run(start_step, train_dataset, collator, eval_dataset, evaluators)
+    loop.run(start, train_dataset, collator, eval_dataset, evaluators)
     return accelerator.unwrap_model(model)
+
+
+class Position(NamedTuple):
+    """Where a run stands: optimizer steps done and micro-batches read (they differ when fp16 skipped updates)."""
+
+    step: int
+    micro_step: int
+
+
+class StepTotals(NamedTuple):
+    """One optimizer step's sums, kept on the device until a log step reads them."""
+
+    loss_sum: torch.Tensor  # () this process's sum of per-target losses
+    targets: torch.Tensor  # () targets of the step on all processes
+    throughput: torch.Tensor  # () this process's tokens (or images)
+
+
+def accumulate_gradients(accelerator: Accelerator, model, micro_batches: Sequence[dict], count_key: str = "num_tokens") -> StepTotals:
+    """Forward and backward of one optimizer step: the gradient of the mean loss over every target of the step.
+
+    The micro-batches' target counts (:meth:`Objective.count_targets`) are
+    all-reduced once; each micro-batch's mean loss is turned back into a sum and
+    divided by that global count, times W because DDP averages gradients over
+    the W processes. So accumulation of A x B rows on W processes gives the
+    gradient of one batch of A x W x B rows, however the targets (masked or
+    padded tokens) fall; the Hugging Face Trainer's ``num_items_in_batch``.
+    Leaves the gradients in the parameters; reads nothing back to the host.
+
+    Example::
+
+        totals = accumulate_gradients(accelerator, model, [next(batches) for _ in range(4)])
+        optimizer.step()   # totals.loss_sum / totals.targets: this process's share of the step's mean loss
+    """
+    device = accelerator.device
+    objective = accelerator.unwrap_model(model)
+    counts = [_on(objective.count_targets(batch), device) for batch in micro_batches]  # A x ()
+    targets = accelerator.reduce(torch.stack(counts).sum(), reduction="sum").clamp(min=1)  # () the whole step's
+    loss_sum, throughput = 0.0, 0.0
+    for micro, (batch, count) in enumerate(zip(micro_batches, counts)):
+        last = micro == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            out = model(batch)
+            summed = out["loss"] * count  # () the sum of this micro-batch's per-target losses
+            accelerator.backward(summed * accelerator.num_processes / targets)
+        loss_sum = loss_sum + summed.detach()
+        throughput = throughput + _on(out.get(count_key, batch_size_of(batch)), device, torch.float32)
+    return StepTotals(loss_sum, targets, throughput)
+
+
+@torch.no_grad()
+def evaluation_totals(objective: Objective, batches, device: torch.device) -> torch.Tensor:
+    """(2,) on ``device``: the sum of per-target losses over ``batches`` and their number of targets."""
+    total = torch.zeros(2, device=device)
+    for batch in batches:
+        batch = _to_device(batch, device)
+        weight = _on(objective.count_targets(batch), device, torch.float32)
+        total += torch.stack([objective(batch)["loss"].float() * weight, weight])
+    return total
 
 
 def _make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -132,13 +190,13 @@ def _set_cpu_threads(accelerator: Accelerator, requested: int | None) -> None:
     torch.set_num_threads(requested or max(1, cores // local_processes))
 
 
-def _resume(accelerator: Accelerator, output_dir: Path, resume: str) -> int:
+def _resume(accelerator: Accelerator, output_dir: Path, resume: str, grad_accum_steps: int) -> Position:
     checkpoint = find_resume_point(output_dir, resume)
     if checkpoint is None:
-        return 0
-    step = load_checkpoint(accelerator, checkpoint)
-    accelerator.print(f"nlpssl: resumed from {checkpoint} at step {step}")
-    return step
+        return Position(0, 0)
+    state = load_checkpoint(accelerator, checkpoint)
+    accelerator.print(f"nlpssl: resumed from {checkpoint} at step {state['step']}")
+    return Position(state["step"], state.get("micro_step", state["step"] * grad_accum_steps))
 
 
 class _Loop:
@@ -151,63 +209,75 @@ class _Loop:
         self.unit = accelerator.unwrap_model(model).throughput_unit
         self.count_key = f"num_{self.unit}"
 
-    def run(self, start_step: int, train_dataset, collator, eval_dataset, evaluators) -> None:
+    def run(self, start: Position, train_dataset, collator, eval_dataset, evaluators) -> None:
         cfg, accelerator = self.cfg, self.accelerator
-        start = start_step * cfg.grad_accum_steps
-        batches = iter(self._loader(train_dataset, collator, start_micro_step=start, lengths=self.lengths))
-        self._truncate_metrics_after(start_step)
-        bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not accelerator.is_main_process, desc="train")
+        step, micro_step = start
+        batches = iter(self._loader(train_dataset, collator, start_micro_step=micro_step, lengths=self.lengths))
+        if eval_dataset is not None and len(eval_dataset) < cfg.batch_size:
+            raise UserError(
+                f"the validation set has {len(eval_dataset)} rows, fewer than one batch of {cfg.batch_size}; "
+                f"hold out more data or lower train.batch_size"
+            )
+        self._truncate_metrics_after(step)
+        bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
         self.model.train()  # from_pretrained returns eval mode: dropout would be off
-        window = _Window()
-        for step in range(start_step, cfg.max_steps):
+        window, skipped_in_a_row = _Window(), 0
+        while step < cfg.max_steps:
             lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            window.add(*self._optimizer_step(batches, progress=(step + 1) / cfg.max_steps))
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.max_steps:
-                record = window.flush(accelerator, self.unit) | {"step": done, "lr": lr}
+            started = time.perf_counter()
+            micro_batches = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum_steps)]
+            micro_step += cfg.grad_accum_steps
+            totals = self._optimizer_step(micro_batches, progress=(step + 1) / cfg.max_steps)
+            if totals is None:  # fp16 overflow: no update happened, the scaler lowered its scale; same step, next data
+                skipped_in_a_row = _check_skips(skipped_in_a_row + 1)
+                window.skipped += 1
+                continue
+            skipped_in_a_row = 0
+            window.add(totals, time.perf_counter() - started)
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                record = window.flush(accelerator, self.unit) | {"step": step, "lr": lr}
                 self._log(record)
                 bar.set_postfix({"loss": f"{record['loss']:.4f}", f"{self.unit}/s": f"{record[f'{self.unit}_per_s']:,.0f}"})
             stop = False
-            if (eval_dataset is not None or evaluators) and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                self._log({"step": done} | self._evaluate(eval_dataset, collator, evaluators))
+            if (eval_dataset is not None or evaluators) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                self._log({"step": step} | self._evaluate(eval_dataset, collator, evaluators))
                 stop = self._early_stop(evaluators)
-            if done % cfg.save_every == 0 or done == cfg.max_steps or stop:
-                save_checkpoint(accelerator, self.model, self.output_dir, done, cfg.keep_checkpoints, self.tokenizer)
+            if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                save_checkpoint(accelerator, self.model, self.output_dir, step, cfg.keep_checkpoints, self.tokenizer, micro_step)
             bar.update(1)
             if stop:
-                accelerator.print(f"nlpssl: early stop at step {done}: no improvement in the last evaluations")
+                accelerator.print(f"nlpssl: early stop at step {step}: no improvement in the last evaluations")
                 break
         bar.close()
         self._export_final()
 
-    def _optimizer_step(self, batches, progress: float) -> tuple[float, float, float]:
-        """Accumulate ``grad_accum_steps`` micro-batches, clip, step. Returns (loss, tokens, seconds)."""
+    def _optimizer_step(self, micro_batches: Sequence[dict], progress: float) -> StepTotals | None:
+        """Accumulate the micro-batches, clip, step; None when fp16's scaler skipped the update."""
         cfg, accelerator = self.cfg, self.accelerator
-        started, loss_sum, tokens = time.perf_counter(), 0.0, 0.0
-        for micro in range(cfg.grad_accum_steps):
-            batch = _to_device(next(batches), accelerator.device)
-            last = micro == cfg.grad_accum_steps - 1
-            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
-            with sync:
-                out = self.model(batch)
-                accelerator.backward(out["loss"] / cfg.grad_accum_steps)
-            loss_sum += out["loss"].item()
-            tokens += float(out.get(self.count_key, batch_size_of(batch)))
+        totals = accumulate_gradients(accelerator, self.model, micro_batches, self.count_key)
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if accelerator.optimizer_step_was_skipped:
+            return None
         accelerator.unwrap_model(self.model).on_optimizer_step(progress)
-        return loss_sum / cfg.grad_accum_steps, tokens, time.perf_counter() - started
+        return totals
 
-    def _loader(self, dataset, collator, start_micro_step: int, seed_offset: int = 0, lengths=None):
+    def _loader(self, dataset, collator, start_micro_step: int, lengths=None):
         acc = self.accelerator
         return make_loader(
             dataset, collator, self.cfg.batch_size, acc.process_index, acc.num_processes,
-            self.cfg.seed + seed_offset, start_micro_step, self.cfg.num_workers, lengths,
+            self.cfg.seed, start_micro_step, self.cfg.num_workers, lengths, pin_memory=self._pin_memory,
         )
+
+    @property
+    def _pin_memory(self) -> bool:
+        """Page-locked batches on CUDA, so ``non_blocking`` copies overlap with compute (elsewhere it buys nothing)."""
+        return self.accelerator.device.type == "cuda"
 
     @torch.no_grad()
     def _evaluate(self, eval_dataset, collator, evaluators) -> dict:
@@ -215,14 +285,13 @@ class _Loop:
         model.eval()
         metrics = {}
         if eval_dataset is not None:
-            # A fixed seed and start: every evaluation sees the same batches and masks.
-            batches = iter(self._loader(eval_dataset, collator, start_micro_step=0, seed_offset=10_007))
-            total = torch.zeros(2, device=accelerator.device)  # (weighted loss, weight)
-            one_pass = len(eval_dataset) // (self.cfg.batch_size * accelerator.num_processes)
-            for _ in range(min(self.cfg.eval_batches, one_pass)):
-                out = model(_to_device(next(batches), accelerator.device))
-                weight = out.get("num_targets", torch.tensor(1.0)).float()
-                total += torch.stack([out["loss"].float() * weight, weight])
+            # The same rows and masks at every evaluation and on any number of processes; processes may run
+            # different numbers of batches, so the unwrapped model (no DDP collectives) runs them.
+            batches = make_eval_loader(
+                eval_dataset, collator, self.cfg.batch_size, accelerator.process_index, accelerator.num_processes,
+                self.cfg.seed + 10_007, self.cfg.eval_batches, self.cfg.num_workers, self._pin_memory,
+            )
+            total = evaluation_totals(accelerator.unwrap_model(model), batches, accelerator.device)  # (2,)
             loss_sum, weight_sum = accelerator.reduce(total, reduction="sum").tolist()
             metrics["eval_loss"] = loss_sum / max(weight_sum, 1e-9)
             if accelerator.unwrap_model(model).eval_perplexity:
@@ -235,7 +304,7 @@ class _Loop:
 
     def _early_stop(self, evaluators) -> bool:
         """Whether an evaluator asks to stop (``should_stop``); evaluators run on the main process, so it decides."""
-        wants = any(getattr(evaluator, "should_stop", False) for evaluator in evaluators)
+        wants = any(evaluator.should_stop for evaluator in evaluators)
         flag = torch.tensor([float(wants and self.accelerator.is_main_process)], device=self.accelerator.device)
         return self.accelerator.reduce(flag, reduction="sum").item() > 0
 
@@ -270,23 +339,39 @@ class _Loop:
         self.accelerator.wait_for_everyone()
 
 
+def _check_skips(skipped_in_a_row: int) -> int:
+    """Give up when fp16's scaler keeps skipping: the gradients are not finite at any scale."""
+    if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+        raise UserError(
+            f"fp16: the loss scaler skipped {skipped_in_a_row} updates in a row (inf/NaN gradients); "
+            f"use train.precision=bf16 or no, or lower train.lr"
+        )
+    return skipped_in_a_row
+
+
 class _Window:
-    """Loss and throughput accumulated between two log events."""
+    """The steps between two log events, as device tensors until :meth:`flush` reads them once."""
 
     def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.tokens = 0.0
+        self.steps: list[StepTotals] = []
         self.seconds = 0.0
+        self.skipped = 0
 
-    def add(self, loss: float, tokens: float, seconds: float) -> None:
-        self.losses.append(loss)
-        self.tokens += tokens
+    def add(self, totals: StepTotals, seconds: float) -> None:
+        self.steps.append(totals)
         self.seconds += seconds
 
     def flush(self, accelerator: Accelerator, unit: str = "tokens") -> dict:
-        stats = torch.tensor([sum(self.losses) / len(self.losses), self.tokens], device=accelerator.device)
-        loss, tokens = accelerator.reduce(stats, reduction="sum").tolist()
-        record = {"loss": loss / accelerator.num_processes, f"{unit}_per_s": tokens / max(self.seconds, 1e-9)}
+        """The mean over the window's steps of each step's global mean loss, and the throughput."""
+        started = time.perf_counter()
+        local = torch.stack([torch.stack([s.loss_sum.float(), s.throughput]) for s in self.steps])  # (S, 2)
+        summed = accelerator.reduce(local, reduction="sum")  # (S, 2)
+        step_losses = summed[:, 0] / torch.stack([s.targets for s in self.steps])  # (S,)
+        loss, throughput = torch.stack([step_losses.mean(), summed[:, 1].sum()]).tolist()  # the one host read
+        seconds = self.seconds + time.perf_counter() - started  # the read waited for the queued steps
+        record = {"loss": loss, f"{unit}_per_s": throughput / max(seconds, 1e-9)}
+        if self.skipped:
+            record["skipped_steps"] = self.skipped
         self.__init__()
         return record
 
@@ -298,3 +383,8 @@ def batch_size_of(batch: dict) -> int:
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _on(value, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A count (tensor on any device, or a number) as a tensor on ``device``."""
+    return torch.as_tensor(value, device=device, dtype=dtype)

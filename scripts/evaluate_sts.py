@@ -16,10 +16,10 @@ import json
 import sys
 import time
 
+from nlpssl.data.sts import STS_TASKS, default_data_dir, read_scored_pairs
 from nlpssl.errors import exit_on_user_error
-from nlpssl.evaluation.sts import STS_TASKS, default_data_dir, evaluate_sts, format_results
-from nlpssl.evaluation.sts import load_encoder, read_scored_pairs, score_pairs
-from nlpssl.models.heads import folder_pooling
+from nlpssl.evaluation.sts import evaluate_sts, format_results, load_encoder, score_pairs
+from nlpssl.models.sentence_folder import folder_pooling
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

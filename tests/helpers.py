@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import datasets
 
 from nlpssl.data.corpus import load_corpus
 from nlpssl.data.tokenizer import train_tokenizer
-from nlpssl.models.text import EncoderDims
+from nlpssl.models.text import TransformerDims
 
 datasets.disable_progress_bars()
 
-TINY_DIMS = EncoderDims(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=128)
+TINY_DIMS = TransformerDims(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=128)
 TINY_OVERRIDES = [
     "--model.hidden_size=32", "--model.num_layers=1", "--model.num_heads=2", "--model.intermediate_size=64",
     "--tokenizer.vocab_size=500", "--data.block_size=32", "--train.batch_size=4",
@@ -35,3 +38,81 @@ def read_metrics(output_dir: Path) -> list[dict]:
 
 def train_losses(output_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_metrics(output_dir) if "loss" in r]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int, timeout_s: int = 60):
+    """Inside a worker: one torch thread, then a gloo process group of ``world`` ranks on 127.0.0.1:``port``."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo_ranks(worker, world: int, out_dir: Path, start_method: str = "spawn", timeout_s: int = 60) -> list:
+    """Run ``worker(rank, port, out_dir)`` in ``world`` processes; return what each saved to ``out_dir/rank{r}.pt``.
+
+    ``fork`` starts in milliseconds (the worker must set one torch thread before any
+    work, as :func:`gloo_group` does); ``spawn`` re-imports torch in each child.
+    """
+    import multiprocessing
+
+    import torch
+
+    context = multiprocessing.get_context(start_method)
+    port = free_port()
+    processes = [context.Process(target=worker, args=(rank, port, str(out_dir))) for rank in range(world)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout_s)
+    hung = [p.pid for p in processes if p.is_alive()]
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+    assert not hung, f"gloo workers {hung} did not finish within {timeout_s} s"
+    assert [p.exitcode for p in processes] == [0] * world, "a gloo worker failed; its traceback is in the captured stderr"
+    return [torch.load(Path(out_dir) / f"rank{rank}.pt") for rank in range(world)]
+
+
+@contextlib.contextmanager
+def accelerator_rank(rank: int, world: int, port: int, processes_per_node: int | None = None):
+    """Inside a forked worker: a CPU ``Accelerator`` as process ``rank`` of ``world`` over gloo, one torch thread.
+
+    ``processes_per_node=1`` makes every process the local main process of a
+    node of its own (with a folder of its own: nodes without a shared filesystem).
+    """
+    import torch
+    import torch.distributed as dist
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    per_node = processes_per_node or world
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank % per_node), LOCAL_WORLD_SIZE=str(per_node), OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(reset_partial_state=True)  # a forked child inherits the parent's singletons
+    GradientState._reset_state()
+    try:
+        yield Accelerator(cpu=True)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

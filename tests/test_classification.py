@@ -81,7 +81,7 @@ def test_bad_labelled_data_is_a_one_line_user_error(tmp_path, train_rows, dev_ro
 def test_headerless_pairs_file_for_regression(tmp_path):
     path = tmp_path / "sts.csv"
     path.write_text('a man sings,"a man, singing",4.5\na dog runs,a cat sleeps,0.5\na car,a truck,2.0\n')
-    columns = Columns("sentence1", "sentence2", "score", header=("sentence1", "sentence2", "score"))
+    columns = Columns("sentence1", "sentence2", "score", column_names=("sentence1", "sentence2", "score"))
     splits = load_labelled_splits(str(path), str(path), columns=columns, regression=True)
     assert splits.label_names is None and splits.train["labels"] == [4.5, 0.5, 2.0]
     assert splits.train["text_pair"][0] == "a man, singing"

@@ -16,7 +16,7 @@ from nlpssl.data.text import tokenize_and_pack
 from nlpssl.data.tokenizer import train_tokenizer
 from nlpssl.errors import UserError
 from nlpssl.evaluation.generation import TextSample
-from nlpssl.models.text import EncoderDims, build_clm_model, gpt2_config
+from nlpssl.models.text import TransformerDims, build_clm_model, gpt2_config
 from nlpssl.objectives.clm import CausalLM
 from nlpssl.train import TrainConfig, train
 from tests.helpers import TINY_DIMS, TINY_OVERRIDES, bible_subset, read_metrics, train_losses
@@ -91,7 +91,7 @@ def test_loss_and_gradients_match_hugging_face_labels(setup):
 def test_loss_falls_in_thirty_steps(setup, tmp_path):
     tokenizer, blocks = setup
     torch.manual_seed(0)
-    model = build_clm_model(tokenizer, EncoderDims(64, 2, 2, 128, 0.0, 32), block_size=32)
+    model = build_clm_model(tokenizer, TransformerDims(64, 2, 2, 128, 0.0, 32), block_size=32)
     cfg = TrainConfig(
         output_dir=str(tmp_path), max_steps=30, batch_size=16, lr=5e-3, warmup_steps=5, log_every=5, save_every=1000, cpu_threads=1
     )
@@ -113,7 +113,7 @@ def test_text_sample_is_reproducible_and_leaves_the_rng_alone(setup):
 
 def test_checkpoint_with_too_few_positions_is_a_user_error(setup, tmp_path):
     tokenizer, _ = setup
-    build_clm_model(tokenizer, EncoderDims(32, 1, 2, 64, 0.0, 16)).save_pretrained(tmp_path)
+    build_clm_model(tokenizer, TransformerDims(32, 1, 2, 64, 0.0, 16)).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="block_size=32 is longer than the model's 16 positions"):
         build_clm_model(tokenizer, checkpoint=str(tmp_path), block_size=32)
 

@@ -11,16 +11,13 @@ Shapes: B local batch, W world, D width, M local hard negatives.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import socket
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
 from nlpssl.losses import info_nce, nt_xent
+from tests.helpers import gloo_group, run_gloo_ranks
 
 WORLD = 2
 LOCAL_BATCH = 4
@@ -64,46 +61,18 @@ def _shard(tensor: torch.Tensor, rank: int) -> torch.Tensor:
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     """One rank: loss and input gradients of every case with gather=True, saved to out_dir/rank{rank}.pt."""
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S))
-    try:
+    with gloo_group(rank, WORLD, port, TIMEOUT_S):
         results = {
             case: _loss_and_grads(case, tuple(_shard(t, rank) for t in tensors), gather=True)
             for case, tensors in _full_inputs().items()
         }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[dict]:
     """Launch WORLD gloo processes once; every test below reads their saved results."""
-    out_dir = tmp_path_factory.mktemp("gather")
-    context = multiprocessing.get_context("spawn")
-    port = _free_port()
-    processes = [context.Process(target=_worker, args=(rank, port, str(out_dir))) for rank in range(WORLD)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(TIMEOUT_S)
-    hung = [p.pid for p in processes if p.is_alive()]
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(5)
-    assert not hung, f"gloo workers {hung} did not finish within {TIMEOUT_S} s"
-    assert [p.exitcode for p in processes] == [0] * WORLD, "a gloo worker failed; its traceback is in the captured stderr"
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
+    return run_gloo_ranks(_worker, WORLD, tmp_path_factory.mktemp("gather"), "spawn", TIMEOUT_S)
 
 
 @pytest.mark.parametrize("case", ["info_nce", "nt_xent", "info_nce_negatives"])
@@ -123,3 +92,18 @@ def test_ranks_see_different_shards(rank_results):
     """Guards the test itself: identical rank results would make the comparison vacuous."""
     first, second = (result["info_nce"]["loss"] for result in rank_results)
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("kind", ["mps", "xpu"])
+def test_cpu_only_when_no_accelerator_of_any_kind(monkeypatch, kind):
+    """Without CUDA but with Apple's MPS or Intel's XPU, Accelerate must be left to pick that device."""
+    from nlpssl.distributed import cpu_only
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: torch.device(kind))
+    monkeypatch.setattr(getattr(torch, kind), "is_available", lambda: True)
+    assert not cpu_only()
+    monkeypatch.setattr(getattr(torch, kind), "is_available", lambda: False)  # built for it, none visible
+    assert cpu_only()
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
+    assert cpu_only()

@@ -9,7 +9,8 @@ import torch
 from transformers import BertConfig, BertModel
 
 from nlpssl.errors import UserError
-from nlpssl.models.heads import MLPHead, ProjectionHead, SentencePooler, folder_pooling, pool
+from nlpssl.models.heads import MLPHead, SentencePooler, TanhPooler, pool
+from nlpssl.models.sentence_folder import folder_pooling
 
 B, L, D = 3, 6, 8
 
@@ -50,8 +51,8 @@ def test_cls_picks_position_zero_and_unknown_method_is_a_user_error(padded_batch
 
 def test_projection_and_mlp_head_shapes():
     x = torch.randn(4, D)
-    assert ProjectionHead(D)(x).shape == (4, D)
-    assert ProjectionHead(D, 5)(x).abs().max() <= 1  # tanh
+    assert TanhPooler(D)(x).shape == (4, D)
+    assert TanhPooler(D, 5)(x).abs().max() <= 1  # tanh
     assert MLPHead(D, hidden_dim=16, out_dim=5)(x).shape == (4, 5)
     plain = MLPHead(D, hidden_dim=16, out_dim=5, batch_norm=False)
     assert not any(isinstance(layer, torch.nn.BatchNorm1d) for layer in plain.modules())

@@ -280,3 +280,30 @@ def test_float64_inputs_stay_float64():
     """Upcasting is for half precision; silently rounding float64 to float32 broke gradcheck."""
     for name, loss in _every_loss(torch.float64).items():
         assert loss.dtype == torch.float64, name
+
+
+def _contrastive_losses(z1: torch.Tensor, z2: torch.Tensor, extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every contrastive path at SimCSE's temperature 0.05, where a cosine's rounding error is multiplied by 20."""
+    return {
+        "info_nce": info_nce(z1, z2, 0.05),
+        "info_nce_negatives": info_nce(z1, z2, 0.05, negatives=extra),
+        "info_nce_queue": info_nce(z1, z2, 0.05, negatives=extra, in_batch_negatives=False),
+        "nt_xent": nt_xent(z1, z2, 0.05),
+    }
+
+
+def test_contrastive_logits_are_float32_under_bf16_autocast():
+    """Autocast would run normalize's output and the matmul in bf16 (cosine error ~4e-3, logit error ~0.08)."""
+    common, z1, z2, extra = (_randn(n, 64, seed=seed, dtype=torch.float32) for n, seed in ((1, 0), (16, 1), (16, 2), (16, 3)))
+    # Anisotropic, as sentence embeddings are: every cosine is high, so the logits are close and rounding matters.
+    z1, extra = common + 0.5 * z1, common + 0.5 * extra  # (B, D), (M, D)
+    z2 = z1 + 0.3 * z2  # (B, D) positives near their queries
+    full = _contrastive_losses(z1, z2, extra)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = _contrastive_losses(z1, z2, extra)
+        from_bf16 = _contrastive_losses(z1.bfloat16(), z2.bfloat16(), extra.bfloat16())  # what a bf16 model hands over
+    rounded = _contrastive_losses(z1.bfloat16().float(), z2.bfloat16().float(), extra.bfloat16().float())
+    for name in full:
+        assert mixed[name].dtype == torch.float32, name
+        torch.testing.assert_close(mixed[name], full[name], atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(from_bf16[name], rounded[name], atol=1e-5, rtol=0, msg=name)

@@ -5,7 +5,7 @@ from transformers import BertForMaskedLM
 from nlpssl.data.collators import MLMCollator
 from nlpssl.data.text import tokenize_and_pack
 from nlpssl.errors import UserError
-from nlpssl.models.text import EncoderDims, bert_config, build_mlm_model
+from nlpssl.models.text import TransformerDims, bert_config, build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.train import TrainConfig, train
 from tests.helpers import TINY_DIMS, bible_subset, tiny_wordpiece, train_losses
@@ -53,7 +53,7 @@ def test_sparse_head_gradients_match_full_head(setup):
 def test_loss_falls_in_a_few_dozen_steps(setup, tmp_path):
     tokenizer, blocks = setup
     torch.manual_seed(0)
-    objective = MaskedLM(build_mlm_model(tokenizer, EncoderDims(64, 2, 2, 128, 0.0, 64)))
+    objective = MaskedLM(build_mlm_model(tokenizer, TransformerDims(64, 2, 2, 128, 0.0, 64)))
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=60, batch_size=32, lr=5e-3, warmup_steps=5, log_every=5, save_every=1000)
     train(objective, blocks, MLMCollator(tokenizer), cfg, tokenizer=tokenizer)
     losses = [loss for _, loss in train_losses(tmp_path)]

@@ -9,9 +9,10 @@ from transformers import AutoModel, BertConfig, BertModel
 
 from nlpssl.data.pairs import SentenceViewsCollator, load_sentence_tuples, split_sentences
 from nlpssl.errors import UserError
-from nlpssl.losses import info_nce
 from nlpssl.evaluation.sts import encode
-from nlpssl.models.heads import folder_pooling, pool
+from nlpssl.losses import info_nce
+from nlpssl.models.heads import pool
+from nlpssl.models.sentence_folder import folder_pooling
 from nlpssl.objectives.simcse import SimCSE
 from nlpssl.recipes.simcse import SentenceModelConfig, load_simcse_encoder
 from tests.helpers import bible_subset, tiny_wordpiece

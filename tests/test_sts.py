@@ -14,13 +14,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from nlpssl.data.sts import STS_TASKS, load_task, read_scored_pairs, read_senteval_sts, read_sickr, read_stsb
 from nlpssl.errors import UserError
 from nlpssl.evaluation import sts
-from nlpssl.evaluation.sts import (
-    encode, evaluate_sts, load_task, read_scored_pairs, read_senteval_sts, read_sickr, read_stsb,
-    score_pairs, spearman_cosine,
-)
-from nlpssl.models.heads import folder_pooling
+from nlpssl.evaluation.sts import encode, evaluate_sts, score_pairs, spearman_cosine
+from nlpssl.models.sentence_folder import folder_pooling
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY_PAIRS = 300  # the full STS-B test (1379 pairs) takes ~45 s per model on 2 shared cores
@@ -123,7 +121,7 @@ def test_avg_is_the_mean_of_the_seven_simcse_tasks(tmp_path, monkeypatch):
     monkeypatch.setattr(sts, "load_task", lambda data_dir, task: task)
     monkeypatch.setattr(sts, "score_pairs", lambda model, tokenizer, task, pooling, **kwargs: scores[task])
     results = evaluate_sts(None, None, tmp_path, "mean")
-    assert list(results) == [*sts.STS_TASKS, "avg"]
+    assert list(results) == [*STS_TASKS, "avg"]
     assert results["avg"] == pytest.approx(sum(v for k, v in scores.items() if k != "stsb_dev") / 7)
     assert evaluate_sts(None, None, tmp_path, "mean", tasks=["stsb_test"]) == {"stsb_test": 80.0, "avg": None}
     with pytest.raises(UserError, match="unknown STS task sts17"):

@@ -1,18 +1,28 @@
+import contextlib
 import json
 import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import Accelerator
+from torch import nn
 
-from nlpssl.checkpoints import complete_checkpoints, find_resume_point
+import nlpssl.train
+from nlpssl.checkpoints import (
+    complete_checkpoints, completes_checkpoints, find_resume_point, load_checkpoint, newest_common_step, save_checkpoint,
+)
 from nlpssl.data.collators import MLMCollator
 from nlpssl.data.text import tokenize_and_pack
 from nlpssl.errors import UserError
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
-from nlpssl.optim import learning_rate, parameter_groups
+from nlpssl.optim import parameter_groups
 from nlpssl.train import TrainConfig, train
-from tests.helpers import TINY_DIMS, bible_subset, read_metrics, tiny_wordpiece, train_losses
+from nlpssl.objectives.base import Objective
+from tests.helpers import TINY_DIMS, accelerator_rank, bible_subset, read_metrics, run_gloo_ranks, tiny_wordpiece, train_losses
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +85,23 @@ def test_partial_checkpoint_is_ignored(setup, tmp_path):
         find_resume_point(tmp_path, str(tmp_path / "checkpoints" / "step_000007"))
 
 
-def test_learning_rate_is_warmup_then_cosine():
-    def lr(step):
-        return learning_rate(step, peak=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+def test_optimizer_steps_with_warmup_then_cosine_at_every_step_the_loop_runs(setup, tmp_path, monkeypatch):
+    """The rate AdamW actually steps with, at each of the 6 steps run (warmup 2, peak 5e-4, floor 5e-5)."""
+    applied = []
+    adamw_step = torch.optim.AdamW.step
 
-    assert lr(0) == pytest.approx(0.1)
-    assert lr(9) == pytest.approx(1.0)
-    assert lr(60) == pytest.approx(0.55)
-    assert lr(110) == pytest.approx(0.1)
-    assert all(lr(s) >= lr(s + 1) for s in range(10, 110))
+    def recording_step(self, *args, **kwargs):
+        applied.append(self.param_groups[0]["lr"])
+        return adamw_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    _run(setup, tmp_path, 6, lr=5e-4, warmup_steps=2, min_lr_ratio=0.1)
+    floor, span = 5e-5, 5e-4 - 5e-5
+    cosine = [floor + span * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # 4 steps after warmup
+    expected = [2.5e-4, 5e-4, *cosine]  # [2.5e-4, 5e-4, 5e-4, 4.34e-4, 2.75e-4, 1.16e-4]
+    assert applied == pytest.approx(expected)
+    logged = [(r["step"], r["lr"]) for r in read_metrics(tmp_path) if "lr" in r]
+    assert logged == [(step, pytest.approx(lr)) for step, lr in zip(range(1, 7), expected)]
 
 
 def test_weight_decay_by_rank(setup):
@@ -109,3 +127,163 @@ def test_dataset_smaller_than_a_batch(setup, tmp_path):
     tokenizer, blocks = setup
     with pytest.raises(UserError, match="fewer than one global batch"):
         _run((tokenizer, blocks.select(range(3))), tmp_path, 2)
+
+
+# ---- fp16 updates the loss scaler skipped ----
+
+
+def test_skipped_fp16_update_is_not_a_step_and_resume_stays_exact(setup, tmp_path, monkeypatch):
+    """The scaler's verdict is mocked: the 2nd update of 5 'overflows'; 4 steps are counted, logged and saved."""
+    from nlpssl.optim import learning_rate
+
+    attempts, progress = [], []
+    on_step = MaskedLM.on_optimizer_step
+
+    def skipped(accelerator) -> bool:
+        attempts.append(len(attempts) + 1)
+        return len(attempts) == 2
+
+    def recording_on_step(self, fraction):
+        progress.append(fraction)
+        on_step(self, fraction)
+
+    straight = tmp_path / "straight"
+    with monkeypatch.context() as patch:
+        patch.setattr(Accelerator, "optimizer_step_was_skipped", property(skipped))
+        patch.setattr(MaskedLM, "on_optimizer_step", recording_on_step)
+        _run(setup, straight, 4, eval_every=100)  # 2 micro-batches per step, checkpoints at 3 and 4
+    records = [r for r in read_metrics(straight) if "loss" in r]
+    assert len(attempts) == 5 and [r["step"] for r in records] == [1, 2, 3, 4]
+    assert progress == pytest.approx([0.25, 0.5, 0.75, 1.0])  # teachers and queues hear of real updates only
+    assert records[1]["skipped_steps"] == 1 and all("skipped_steps" not in r for r in records[2:])
+    rates = [learning_rate(step, 5e-4, 2, 4, 0.1) for step in range(4)]  # the skipped attempt's rate is retried
+    assert [r["lr"] for r in records] == pytest.approx(rates)
+    state = json.loads((straight / "checkpoints" / "step_000003" / "trainer_state.json").read_text())
+    assert state == {"step": 3, "micro_step": 8}  # 4 attempts x 2 micro-batches: the data position, not 2 x step
+    # Resume from step 3 without the skip: the data position must come from the checkpoint, not 2 x step.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight / "checkpoints" / "step_000003", resumed / "checkpoints" / "step_000003")
+    torch.manual_seed(999)
+    _run(setup, resumed, 4, init_seed=123, resume="auto", eval_every=100)
+    assert train_losses(resumed) == train_losses(straight)[3:]
+
+
+# ---- the loop on a device it cannot read: counts stay there, nothing comes back per step ----
+
+
+class _MetaRegression(Objective):
+    """Least squares on the "meta" device, whose counts come back on the CPU (as two objectives' did)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 1, device="meta")
+
+    def forward(self, batch: dict) -> dict:
+        loss = (self.linear(batch["x"]).squeeze(-1) - batch["y"]).pow(2).mean()  # (B, 4) -> ()
+        return {"loss": loss, "num_tokens": torch.tensor(batch["x"].shape[0])}
+
+    def count_targets(self, batch: dict) -> torch.Tensor:
+        return torch.tensor(batch["y"].shape[0])
+
+
+class _MetaAccelerator(SimpleNamespace):
+    """Enough of an Accelerator for one process on "meta": any read of a value (.item(), float(), .tolist()) raises."""
+
+    device, num_processes, process_index, is_main_process = torch.device("meta"), 1, 0, True
+    optimizer_step_was_skipped = False
+
+    def unwrap_model(self, model):
+        return model
+
+    def no_sync(self, model):
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def reduce(self, tensor, reduction):
+        return tensor
+
+    def clip_grad_norm_(self, parameters, max_norm):
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def _meta_batch(rows: int) -> dict:
+    return {"x": torch.empty(rows, 4, device="meta"), "y": torch.empty(rows, device="meta")}
+
+
+def test_loop_steps_read_nothing_back_and_keep_every_count_on_the_device(tmp_path):
+    objective, accelerator = _MetaRegression(), _MetaAccelerator()
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+    loop = nlpssl.train._Loop(accelerator, objective, optimizer, TrainConfig(grad_accum_steps=3), tmp_path, None, None)
+    for _ in range(2):  # a read per micro-step (the old loss.item()) would raise here
+        totals = loop._optimizer_step([_meta_batch(2), _meta_batch(3), _meta_batch(1)], progress=0.5)
+        assert {t.device.type for t in totals} == {"meta"} and totals.targets.shape == ()
+    evaluation = nlpssl.train.evaluation_totals(objective, [_meta_batch(2), _meta_batch(3)], accelerator.device)
+    assert evaluation.device.type == "meta" and evaluation.shape == (2,)  # stacked with a CPU count before
+
+
+def test_batches_are_pinned_for_cuda_only(tmp_path):
+    for device, pinned in (("cuda", True), ("cpu", False), ("mps", False)):
+        accelerator = SimpleNamespace(device=torch.device(device), process_index=0, num_processes=1, unwrap_model=lambda m: m)
+        loop = nlpssl.train._Loop(accelerator, _MetaRegression(), None, TrainConfig(batch_size=2), tmp_path, None, None)
+        assert loop._loader(list(range(8)), lambda rows, generator: rows, start_micro_step=0).pin_memory is pinned
+
+
+# ---- checkpoints on nodes without a shared filesystem ----
+
+
+class _Linear(Objective):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def export(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.linear.state_dict(), directory / "linear.pt")
+
+
+def _two_nodes_worker(rank: int, port: int, out_dir: str) -> None:
+    """Two processes, each the local main of its own node; first one folder each (no shared filesystem), then one folder."""
+    with accelerator_rank(rank, 2, port, processes_per_node=1) as accelerator:
+        torch.manual_seed(0)
+        model = accelerator.prepare(_Linear())
+        results = {}
+        for case in ("separate", "shared"):
+            folder = Path(out_dir) / (f"{case}{rank}" if case == "separate" else case)
+            writer = completes_checkpoints(accelerator, folder / "checkpoints")
+            for step in (1, 2, 3):
+                save_checkpoint(accelerator, model, folder, step, keep=2, micro_step=2 * step)
+            complete = [p.name for p in complete_checkpoints(folder)]
+            files = sorted(p.name for p in (folder / "checkpoints" / "step_000003").iterdir())
+            accelerator.wait_for_everyone()
+            if case == "separate" and rank == 1:  # node 1 crashed before completing step 3
+                (folder / "checkpoints" / "step_000003").rename(folder / "checkpoints" / "step_000003.tmp")
+            accelerator.wait_for_everyone()
+            resume = find_resume_point(folder, "auto")
+            results[case] = {"writer": writer, "complete": complete, "files": files, "resume": resume.name, "state": load_checkpoint(accelerator, resume)}
+            accelerator.wait_for_everyone()
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+
+
+def test_checkpoints_are_completed_on_each_node_without_a_shared_filesystem(tmp_path):
+    ranks = run_gloo_ranks(_two_nodes_worker, 2, tmp_path, "fork")
+    separate = [r["separate"] for r in ranks]
+    assert [r["writer"] for r in separate] == [True, True]  # node 1 cannot see node 0's files: it completes its own
+    for rank, result in enumerate(separate):
+        assert result["complete"] == ["step_000002", "step_000003"]
+        assert {"model.safetensors", "model", "trainer_state.json", f"random_states_{rank}.pkl"} <= set(result["files"])
+        assert result["resume"] == "step_000002" and result["state"] == {"step": 2, "micro_step": 4}  # agreed
+    assert not list((tmp_path / "separate1" / "checkpoints").glob(".main_process_*"))
+    shared = [r["shared"] for r in ranks]
+    assert [r["writer"] for r in shared] == [True, False]  # one folder: only the main process writes it
+    assert all(r["complete"] == ["step_000002", "step_000003"] and r["resume"] == "step_000003" for r in shared)
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(shared[0]["files"])
+
+
+def test_resume_auto_takes_the_newest_step_every_process_has():
+    assert newest_common_step([[2, 4, 6], [4, 6]]) == 6
+    assert newest_common_step([[4, 6], [2, 4]]) == 4
+    assert newest_common_step([[], []]) is None
+    with pytest.raises(UserError, match="no checkpoint step is complete for every process"):
+        newest_common_step([[2, 4], []])

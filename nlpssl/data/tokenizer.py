@@ -12,7 +12,8 @@ from typing import Iterable, Literal
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from nlpssl.errors import UserError
+from nlpssl.errors import UserError, first_line
+from nlpssl.sources import local_path
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
@@ -101,18 +102,17 @@ def load_tokenizer(name_or_path: str | Path, require_fast: bool = False) -> PreT
 
         tokenizer = load_tokenizer("outputs/mlm/final")
     """
-    path = Path(name_or_path)
-    looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
-    if looks_local and not path.is_dir():
+    path = local_path(name_or_path)
+    if path is not None and not path.is_dir():
         raise UserError(f"tokenizer folder {path} not found; train one with scripts/train_tokenizer.py")
-    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+    if path is not None and not any((path / name).is_file() for name in TOKENIZER_FILES):
         # transformers 5 would otherwise build an empty tokenizer that maps every word to [UNK].
         raise UserError(f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer with the model")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path) if path is not None else str(name_or_path))
     except (OSError, ValueError) as error:
-        where = f"folder {path}" if looks_local else f"'{name_or_path}' (offline? hub names need a network)"
-        raise UserError(f"no tokenizer could be loaded from {where}: {str(error).splitlines()[0]}") from None
+        where = f"folder {path}" if path is not None else f"'{name_or_path}' (offline? hub names need a network)"
+        raise UserError(f"no tokenizer could be loaded from {where}: {first_line(error)}") from None
     if require_fast and not tokenizer.is_fast:
         raise UserError(f"tokenizer at {name_or_path} is not a fast tokenizer; whole-word masking needs word ids")
     return tokenizer

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nlpssl.data.classification import token_lengths
+from nlpssl.evaluation.evaluator import Evaluator
 from nlpssl.evaluation.metrics import compute_metrics
 
 CLASS_SCORES = ("accuracy", "f1_macro", "matthews_correlation")
@@ -60,7 +61,7 @@ def score_logits(logits: torch.Tensor, labels: Sequence, label_names: Sequence[s
     return {"loss": F.cross_entropy(logits, gold).item()} | scores
 
 
-class ValidationScores:
+class ValidationScores(Evaluator):
     """Evaluator for the training loop: scores on a labelled split, keys prefixed (``val_accuracy``).
 
     Example::

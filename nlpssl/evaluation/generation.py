@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from nlpssl.evaluation.evaluator import Evaluator
 from nlpssl.objectives.base import Objective
 
 
-class TextSample:
+class TextSample(Evaluator):
     """Evaluator: continue ``prompt`` for ``max_new_tokens`` tokens; returns ``{"sample": text}``.
 
     Args:

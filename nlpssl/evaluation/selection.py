@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from nlpssl.evaluation.evaluator import Evaluator
 from nlpssl.objectives.base import Objective
 
 
-class KeepBest:
+class KeepBest(Evaluator):
     """Evaluator: compute metrics, and export the objective to ``directory`` when ``key`` improves.
 
     Args:

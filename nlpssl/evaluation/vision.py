@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from nlpssl.evaluation.evaluator import Evaluator
 from nlpssl.evaluation.probe import extract_features, knn_accuracy, linear_probe
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, C, S, S) on the model's device -> (B, D)
@@ -47,7 +48,7 @@ def frozen_evaluation(
     return results
 
 
-class KNNMonitor:
+class KNNMonitor(Evaluator):
     """Evaluator for the training loop: kNN accuracy of the objective's frozen features.
 
     Args:

@@ -3,21 +3,18 @@
 Shapes: B batch, L length, D encoder width, H hidden width of an MLP head, E output width.
 
 - :func:`pool` reduces ``(B, L, D)`` token states to ``(B, D)`` ("cls" or mask-aware "mean").
-- :class:`ProjectionHead` is BERT's pooler (Linear + Tanh), the MLP SimCSE puts on [CLS].
+- :class:`TanhPooler` is BERT's pooler (Linear + Tanh), the MLP SimCSE puts on [CLS].
 - :class:`MLPHead` is the Linear-BN-ReLU-Linear projection / prediction head of SimCLR and BYOL.
 - :class:`SentencePooler` bundles SimCSE's three pooler choices, with different
   behaviour at training time (:meth:`SentencePooler.forward`) and at test time
   (:meth:`SentencePooler.embed`, and :attr:`SentencePooler.export_pooling` for a saved encoder).
 
-- :func:`folder_pooling` reads the pooling a sentence-transformers folder declares.
-
 Torch only: the encoder is any module whose output has ``last_hidden_state``.
+Reading the pooling a saved sentence-transformers folder declares is
+:func:`nlpssl.models.sentence_folder.folder_pooling`.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,7 +52,7 @@ def pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -
     raise UserError(f"unknown pooling method {method!r}; choose one of {', '.join(POOL_METHODS)}")
 
 
-class ProjectionHead(nn.Module):
+class TanhPooler(nn.Module):
     """Linear + Tanh on a sentence vector: BERT's pooler, the MLP SimCSE trains on [CLS].
 
     Gao et al. 2021 (SimCSE), following Devlin et al. 2019 (BERT's ``pooler``).
@@ -66,7 +63,7 @@ class ProjectionHead(nn.Module):
 
     Example::
 
-        head = ProjectionHead(768)
+        head = TanhPooler(768)
         z = head(pool(hidden, mask, "cls"))  # (B, 768)
     """
 
@@ -140,11 +137,11 @@ class SentencePooler(nn.Module):
         if method not in SIMCSE_POOLERS:
             raise UserError(f"unknown SimCSE pooler {method!r}; choose one of {', '.join(SIMCSE_POOLERS)}")
         self.method = method
-        self.mlp: ProjectionHead | None = None
+        self.mlp: TanhPooler | None = None
         if method != "mean":
             if hidden_size is None:
                 raise ValueError(f"SentencePooler({method!r}) needs hidden_size for its MLP")
-            self.mlp = ProjectionHead(hidden_size)
+            self.mlp = TanhPooler(hidden_size)
 
     def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Training-time embedding: (B, L, D) states and (B, L) mask -> (B, D)."""
@@ -181,55 +178,3 @@ class SentencePooler(nn.Module):
                 f"to keep the MLP in; train with pooler 'cls_before_pooler' or 'mean' instead"
             )
         dense.load_state_dict(self.mlp.dense.state_dict())
-
-
-def folder_pooling(model_dir: str | Path):
-    """How a sentence-transformers folder pools: "cls", "mean", a function (pooling then Dense), or None.
-
-    None means a plain model folder (no ``modules.json``). A Dense module after
-    the pooling (SimCSE's "cls" MLP, for one) is applied as the folder applies it;
-    any other module (max pooling, ...) fails, so figures from :func:`pool` cannot
-    silently differ from the model's own.
-
-    Example::
-
-        folder_pooling("all-MiniLM-L6-v2/")  # "mean"
-    """
-    model_dir = Path(model_dir)
-    modules_file = model_dir / "modules.json"
-    modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
-    kind = {m["type"].rsplit(".", 1)[-1]: m["path"] for m in modules}
-    extra = [name for name in kind if name not in ("Transformer", "Pooling", "Normalize", "Dense")]
-    if extra:
-        raise UserError(f"{modules_file} has modules beyond pooling that pool() does not apply ({', '.join(extra)}); pass --pooling")
-    config_file = model_dir / kind.get("Pooling", "1_Pooling") / "config.json"
-    if not config_file.is_file():
-        return None
-    config = json.loads(config_file.read_text())
-    # sentence-transformers >= 6 writes "pooling_mode": "mean"; older versions one boolean per mode
-    modes = config.get("pooling_mode") or [k[len("pooling_mode_") :] for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
-    modes = [modes] if isinstance(modes, str) else list(modes)
-    names = {"cls": "cls", "cls_token": "cls", "mean": "mean", "mean_tokens": "mean"}
-    if len(modes) != 1 or modes[0] not in names:
-        raise UserError(f"{config_file} sets pooling {', '.join(modes) or 'none'}; only cls or mean is supported, pass --pooling")
-    if "Dense" not in kind:
-        return names[modes[0]]
-    dense = _load_dense(model_dir / kind["Dense"])
-    method = names[modes[0]]
-    return lambda last_hidden, attention_mask: dense(pool(last_hidden, attention_mask, method))
-
-
-def _load_dense(folder: Path) -> nn.Module:
-    """A sentence-transformers Dense module (Linear + Tanh or identity) as a torch module."""
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "config.json").read_text())
-    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
-    activations = {"torch.nn.modules.activation.Tanh": nn.Tanh(), "torch.nn.modules.linear.Identity": nn.Identity()}
-    if activation not in activations:
-        raise UserError(f"{folder}: Dense activation {activation} is not supported; pass --pooling")
-    linear = nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
-    weights_file = folder / "model.safetensors"
-    weights = load_file(str(weights_file)) if weights_file.is_file() else torch.load(folder / "pytorch_model.bin", weights_only=True)
-    linear.load_state_dict({k.removeprefix("linear."): v for k, v in weights.items()})
-    return nn.Sequential(linear, activations[activation]).eval()

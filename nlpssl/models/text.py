@@ -7,7 +7,6 @@ mismatch fails with one line instead of an index error deep inside torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from transformers import (
@@ -23,12 +22,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from nlpssl.errors import UserError
+from nlpssl.errors import UserError, first_line
+from nlpssl.sources import local_path
 
 
 @dataclass
-class EncoderDims:
-    """Transformer dimensions for a model built from scratch."""
+class TransformerDims:
+    """Transformer dimensions for a model built from scratch: a BERT encoder or a GPT-2 decoder."""
 
     hidden_size: int = 256
     num_layers: int = 4
@@ -38,12 +38,12 @@ class EncoderDims:
     max_position_embeddings: int = 512
 
 
-def _check_heads(dims: EncoderDims) -> None:
+def _check_heads(dims: TransformerDims) -> None:
     if dims.hidden_size % dims.num_heads:
         raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
 
 
-def bert_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
+def bert_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
     """A BertConfig of ``dims`` whose vocabulary and pad id match ``tokenizer``."""
     _check_heads(dims)
     return BertConfig(
@@ -60,32 +60,31 @@ def bert_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase) -> BertCo
 
 
 def build_mlm_model(
-    tokenizer: PreTrainedTokenizerBase, dims: EncoderDims | None = None, checkpoint: str | None = None
+    tokenizer: PreTrainedTokenizerBase, dims: TransformerDims | None = None, checkpoint: str | None = None
 ) -> PreTrainedModel:
     """A masked-LM model: loaded from ``checkpoint`` (folder or hub name), else a BERT of ``dims``.
 
     Example::
 
-        model = build_mlm_model(tokenizer, EncoderDims(hidden_size=256, num_layers=4))
+        model = build_mlm_model(tokenizer, TransformerDims(hidden_size=256, num_layers=4))
     """
     if checkpoint:
         model = load_pretrained(AutoModelForMaskedLM, checkpoint)
     else:
-        model = BertForMaskedLM(bert_config(dims or EncoderDims(), tokenizer))
+        model = BertForMaskedLM(bert_config(dims or TransformerDims(), tokenizer))
     check_vocab_fits(model, tokenizer)
     return model
 
 
 def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
     """``model_class.from_pretrained`` with a one-line error for a missing or unloadable checkpoint."""
-    path = Path(name_or_path).expanduser()
-    if str(name_or_path).startswith((".", "/", "~")) and not path.is_dir():
+    path = local_path(name_or_path)
+    if path is not None and not path.is_dir():
         raise UserError(f"checkpoint folder {path} not found; pass an existing model folder")
     try:
-        return model_class.from_pretrained(str(path) if path.is_dir() else name_or_path, **kwargs)
+        return model_class.from_pretrained(str(path) if path is not None else name_or_path, **kwargs)
     except (OSError, ValueError, KeyError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load a {model_class.__name__} from '{name_or_path}': {first}") from None
+        raise UserError(f"cannot load a {model_class.__name__} from '{name_or_path}': {first_line(error)}") from None
 
 
 def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -98,7 +97,7 @@ def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
         )
 
 
-def gpt2_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase, block_size: int | None = None) -> GPT2Config:
+def gpt2_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase, block_size: int | None = None) -> GPT2Config:
     """A GPT2Config of ``dims`` whose vocabulary and special ids match ``tokenizer``.
 
     Positions cover ``max(dims.max_position_embeddings, block_size)``, so a
@@ -124,7 +123,7 @@ def gpt2_config(dims: EncoderDims, tokenizer: PreTrainedTokenizerBase, block_siz
 
 def build_clm_model(
     tokenizer: PreTrainedTokenizerBase,
-    dims: EncoderDims | None = None,
+    dims: TransformerDims | None = None,
     checkpoint: str | None = None,
     block_size: int | None = None,
 ) -> PreTrainedModel:
@@ -134,12 +133,12 @@ def build_clm_model(
 
     Example::
 
-        model = build_clm_model(tokenizer, EncoderDims(hidden_size=256, num_layers=4), block_size=128)
+        model = build_clm_model(tokenizer, TransformerDims(hidden_size=256, num_layers=4), block_size=128)
     """
     if checkpoint:
         model = load_pretrained(AutoModelForCausalLM, checkpoint)
     else:
-        model = GPT2LMHeadModel(gpt2_config(dims or EncoderDims(), tokenizer, block_size))
+        model = GPT2LMHeadModel(gpt2_config(dims or TransformerDims(), tokenizer, block_size))
     check_vocab_fits(model, tokenizer)
     positions = getattr(model.config, "max_position_embeddings", None)
     if block_size and positions and block_size > positions:

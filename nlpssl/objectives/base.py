@@ -11,11 +11,10 @@ from torch import nn
 class Objective(nn.Module):
     """A model plus the loss that trains it.
 
-    ``forward(batch)`` returns a dict holding ``loss`` (a scalar tensor); other
-    entries are logged. Two optional counts drive the loop's bookkeeping:
-    ``num_tokens`` (for tokens/s; ``num_images`` for images/s where
-    :attr:`throughput_unit` is "images") and ``num_targets`` (the weight of
-    this batch's loss when averaging over an evaluation set).
+    ``forward(batch)`` returns a dict holding ``loss`` (a scalar tensor): the
+    mean over the batch's :meth:`count_targets` targets; other entries are
+    logged. ``num_tokens`` (``num_images`` where :attr:`throughput_unit` is
+    "images") drives the throughput; counts live on the batch's device.
     """
 
     #: report exp(eval loss) as perplexity (true for language-model objectives)
@@ -25,6 +24,23 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def count_targets(self, batch: dict) -> torch.Tensor:
+        """How many targets ``loss`` averages over in ``batch`` (a 0-dim tensor on the batch's device).
+
+        Computed from the batch before the forward pass: the loop all-reduces the
+        counts of an optimizer step's micro-batches once and weights each
+        micro-batch's mean loss by its count, so the gradient is that of the mean
+        over every target of the step on every process. The default is one target
+        per row, the right count for losses that average over rows; token-level
+        objectives count their labels.
+
+        Example::
+
+            objective.count_targets(batch)  # tensor(37): masked positions of an MLM batch
+        """
+        rows = next(value for value in batch.values() if isinstance(value, torch.Tensor))  # (B, ...)
+        return torch.tensor(rows.shape[0], device=rows.device)
 
     def on_optimizer_step(self, progress: float) -> None:
         """Called once after each real optimizer step; ``progress`` runs from 0 to 1.

@@ -44,4 +44,8 @@ class SequenceClassification(ModelObjective):
             loss = masked_mse(logits, labels.to(logits.dtype)[:, None], torch.ones_like(labels, dtype=logits.dtype))
         else:
             loss = token_cross_entropy(logits, labels)
-        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": torch.tensor(labels.shape[0])}
+        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": self.count_targets(batch)}
+
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One label per row."""
+        return torch.tensor(batch["labels"].shape[0], device=batch["labels"].device)

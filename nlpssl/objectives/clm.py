@@ -32,7 +32,12 @@ def shift_for_next_token(states: torch.Tensor, labels: torch.Tensor) -> tuple[to
         hidden, targets = shift_for_next_token(hidden, batch["labels"])
         loss = token_cross_entropy(head(hidden), targets)
     """
-    return states[:, :-1], labels[:, 1:]
+    return states[:, :-1], next_token_labels(labels)
+
+
+def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The targets of positions 0 .. L-2: (B, L) unshifted labels -> (B, L-1)."""
+    return labels[:, 1:]
 
 
 class CausalLM(ModelObjective):
@@ -46,7 +51,7 @@ class CausalLM(ModelObjective):
 
     Example::
 
-        objective = CausalLM(build_clm_model(tokenizer, EncoderDims(), block_size=128))
+        objective = CausalLM(build_clm_model(tokenizer, TransformerDims(), block_size=128))
         loss = objective(CausalLMCollator(tokenizer)(blocks[:8]))["loss"]
     """
 
@@ -69,3 +74,7 @@ class CausalLM(ModelObjective):
             has_target = targets != IGNORE_INDEX
             loss = token_cross_entropy(logits, targets)
         return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": has_target.sum()}
+
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Positions with a next token to predict: the loss is their mean."""
+        return (next_token_labels(batch["labels"]) != IGNORE_INDEX).sum()

@@ -50,6 +50,10 @@ class MaskedLM(ModelObjective):
             loss = token_cross_entropy(logits, labels)
         return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": targets.sum()}
 
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Masked positions: the loss is their mean."""
+        return (batch["labels"] != IGNORE_INDEX).sum()
+
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         # BertForMaskedLM keeps its head in `cls`; other families name it differently,
         # so fall back to the full model's head module found next to the base model.

@@ -64,7 +64,7 @@ class MoCo(VisionObjective):
 
     def _keys(self, views: torch.Tensor, seed: int) -> torch.Tensor:
         """Key projections of ``views`` (N, C, S, S) -> (N, E), without gradient."""
-        if not is_distributed():
+        if not (is_distributed() and self.training):  # evaluation: no collective (BatchNorm uses running statistics)
             return self.teacher(views)
         return _shuffled_forward(self.teacher, views, seed)
 

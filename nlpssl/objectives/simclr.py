@@ -24,7 +24,7 @@ class SimCLR(VisionObjective):
         views: a two-view :class:`BatchViews` (preset ``simclr``).
         projection_dim: E (128 in the paper); the hidden layer is D wide.
         temperature: 0.5 for CIFAR-10 in the paper.
-        gather: negatives from every process (2*W*B - 2 per positive pair).
+        gather: in training, negatives from every process (2*W*B - 2 per positive pair).
 
     Example::
 
@@ -43,5 +43,5 @@ class SimCLR(VisionObjective):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         view1, view2 = self.make_views(batch)  # 2 x (B, C, S, S)
         z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)  # 2 x (B, E)
-        loss = nt_xent(z1, z2, self.temperature, gather=self.gather)
+        loss = nt_xent(z1, z2, self.temperature, gather=self.gather and self.training)  # evaluation: no collective
         return {"loss": loss, **self.counts(batch)}

@@ -29,7 +29,7 @@ class SimCSE(Objective):
         pooler: :class:`SentencePooler` ("cls", "cls_before_pooler" or "mean").
         num_views: 2 (unsupervised, or anchor + positive) or 3 (with hard negatives).
         temperature: 0.05 in the paper.
-        gather: use the keys of every process as negatives (needs equal batch sizes).
+        gather: in training, use the keys of every process as negatives (needs equal batch sizes).
 
     Example::
 
@@ -53,8 +53,15 @@ class SimCSE(Objective):
         embeddings = self.pooler(hidden, batch["attention_mask"])  # (V*B, D)
         views = embeddings.chunk(self.num_views)  # V x (B, D)
         negatives = views[2] if self.num_views == 3 else None
-        loss = info_nce(views[0], views[1], self.temperature, negatives=negatives, gather=self.gather)
-        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": torch.tensor(views[0].shape[0])}
+        # Evaluation scores each process's batch on its own: no collective, the same loss on any number of processes.
+        gather = self.gather and self.training
+        loss = info_nce(views[0], views[1], self.temperature, negatives=negatives, gather=gather)
+        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": self.count_targets(batch)}
+
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One target (the positive) per sentence of the first view: the loss is a mean over B queries."""
+        rows = batch["input_ids"]  # (V*B, L)
+        return torch.tensor(rows.shape[0] // self.num_views, device=rows.device)
 
     def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Test-time embedding (B, L, D) -> (B, D), as the exported folder computes it."""

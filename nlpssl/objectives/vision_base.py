@@ -64,7 +64,13 @@ class VisionObjective(Objective):
         return self.backbone(self.as_float(images))
 
     def counts(self, batch: dict) -> dict:
-        return {"num_images": torch.tensor(batch["images"].shape[0])}
+        """What ``forward`` reports for the images/s throughput, on the batch's device."""
+        return {"num_images": self.count_targets(batch)}
+
+    def count_targets(self, batch: dict) -> torch.Tensor:
+        """One per image: every image objective's loss is a mean over its images."""
+        images = batch["images"]  # (B, C, S, S)
+        return torch.tensor(images.shape[0], device=images.device)
 
     def export(self, directory: Path) -> None:
         save_backbone(self.backbone, self.spec, directory)

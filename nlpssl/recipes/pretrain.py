@@ -19,7 +19,7 @@ from nlpssl.data.text import PackStyle, PackStats, tokenize_and_pack
 from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer
 from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
-from nlpssl.models.text import EncoderDims
+from nlpssl.models.text import TransformerDims
 from nlpssl.recipes.common import output_path
 from nlpssl.train import TrainConfig
 
@@ -61,7 +61,7 @@ class MaskingConfig:
 
 
 @dataclass
-class ModelConfig(EncoderDims):
+class ModelConfig(TransformerDims):
     """A model from ``checkpoint`` (folder or hub name), else built from these dimensions."""
 
     checkpoint: str | None = None

@@ -95,7 +95,8 @@ def load_simcse_encoder(model: SentenceModelConfig):
 
 def stsb_dev_metric(stsb_dir: str | None, tokenizer):
     """objective -> {"stsb_dev": Spearman x100} on STS-B dev, or None when the data is absent."""
-    from nlpssl.evaluation.sts import default_data_dir, read_stsb, score_pairs
+    from nlpssl.data.sts import default_data_dir, read_stsb
+    from nlpssl.evaluation.sts import score_pairs
 
     if stsb_dir is None:
         return None
