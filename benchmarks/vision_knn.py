@@ -18,7 +18,8 @@ wall time per method is printed and reported.
   to a multiple of the batch if needed), ``check_recipe``, ``build_objective``,
   ``train()`` into ``--out/<method>/seed<N>``, no evaluation during training.
 - random init: SimCLR's recipe objective built with the seed and not trained
-  (its backbone in eval mode, BatchNorm at its initial statistics).
+  (its backbone in eval mode, BatchNorm at its initial statistics); MAE is
+  compared with its own ViT untrained (``random_init_vit``).
 - lightly SimCLR: ``SimCLRTransform`` (set to nlpssl's simclr preset: jitter
   strength 0.5, no blur at 32 px), a torch DataLoader with ``--workers``
   workers, the same ``ResNet18(width)``, ``SimCLRProjectionHead(D, D, 128)``,
@@ -65,7 +66,7 @@ from nlpssl.train import train  # noqa: E402
 
 CIFAR10 = SHARED_DATA / "cifar10_jpg" / "cifar10-images.tar.gz"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "vision"
-RANDOM, LIGHTLY = "random_init", "lightly_simclr"
+RANDOM, RANDOM_VIT, LIGHTLY = "random_init", "random_init_vit", "lightly_simclr"
 QUICK = {"steps": 5, "train_images": 2000, "test_images": 1000}
 TEST_SUBSET_SEED = 0  # one fixed test subset (--test-images) for every method and seed
 
@@ -121,9 +122,9 @@ def run_nlpssl(method: str, seed: int, args, bank, test) -> tuple[float, float, 
     return accuracy, trained_s, time.perf_counter() - started - trained_s
 
 
-def run_random(seed: int, args, bank, test, device: torch.device) -> tuple[float, float, float]:
-    """SimCLR's recipe objective, seeded and untrained."""
-    cfg = recipe("simclr", seed, args)
+def run_random(seed: int, args, bank, test, device: torch.device, method: str = "simclr") -> tuple[float, float, float]:
+    """A recipe's objective, seeded and untrained: SimCLR's ResNet-18, or MAE's ViT (the baseline of MAE)."""
+    cfg = recipe(method, seed, args)
     set_seed(seed)
     objective = build_objective(cfg).to(device).eval()
     started = time.perf_counter()
@@ -196,12 +197,13 @@ def main() -> None:
         torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))  # what nlpssl.train does on CPU
     bank, test = evaluation_images(recipe("simclr", args.seeds[0], args), args)
     runs: dict[str, list] = {}
-    names = [RANDOM, *args.methods, *([] if args.no_lightly else [LIGHTLY])]
+    randoms = [RANDOM, *([RANDOM_VIT] if "mae" in args.methods else [])]
+    names = [*randoms, *args.methods, *([] if args.no_lightly else [LIGHTLY])]
     for name in names:
         for seed in args.seeds:
             print(f"== {name}, seed {seed}", flush=True)
-            if name == RANDOM:
-                run = run_random(seed, args, bank, test, device)
+            if name in randoms:
+                run = run_random(seed, args, bank, test, device, "mae" if name == RANDOM_VIT else "simclr")
             elif name == LIGHTLY:
                 run = run_lightly(seed, args, bank, test, device)
             else:
@@ -210,7 +212,11 @@ def main() -> None:
             runs.setdefault(name, []).append(run)
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     random_knn = results[RANDOM]["knn"]
-    beats_random = {name: result["knn"] > random_knn for name, result in results.items() if name != RANDOM}
+
+    def baseline(name: str) -> float:  # the same backbone, untrained: MAE's ViT for MAE, else the ResNet-18
+        return results[RANDOM_VIT]["knn"] if name == "mae" else random_knn
+
+    beats_random = {name: result["knn"] > baseline(name) for name, result in results.items() if name not in randoms}
     simclr_beats_lightly = results["simclr"]["knn"] > results[LIGHTLY]["knn"] if {"simclr", LIGHTLY} <= results.keys() else None
 
     threads = torch.get_num_threads()
@@ -219,17 +225,18 @@ def main() -> None:
     print(f"{'method':<16}{'kNN %':>14}{'vs random':>11}{'train s':>10}{'kNN s':>8}")
     for name, result in results.items():
         spread = f" ± {result['std']:.2f}" if "std" in result else ""
-        delta = "" if name == RANDOM else f"{result['knn'] - random_knn:+.2f}"
+        delta = "" if name in randoms else f"{result['knn'] - baseline(name):+.2f}"
         print(f"{name:<16}{result['knn']:>7.2f}{spread:<7}{delta:>11}{result['train_s']:>10.0f}{result['knn_s']:>8.0f}")
     print_result({
         "benchmark": "vision_knn",
-        "knn": {name: round(result["knn"], 2) for name, result in results.items() if name != RANDOM},
-        "knn_std": {name: round(result["std"], 2) for name, result in results.items() if "std" in result and name != RANDOM},
+        "knn": {name: round(result["knn"], 2) for name, result in results.items() if name not in randoms},
+        "knn_std": {name: round(result["std"], 2) for name, result in results.items() if "std" in result and name not in randoms},
         "random_init": round(random_knn, 2),
+        "random_init_vit": round(results[RANDOM_VIT]["knn"], 2) if RANDOM_VIT in results else None,
         "random_init_std": round(results[RANDOM]["std"], 2) if "std" in results[RANDOM] else None,
         "beats_random": beats_random,
         "simclr_beats_lightly": simclr_beats_lightly,
-        "train_s": {name: round(result["train_s"], 1) for name, result in results.items() if name != RANDOM},
+        "train_s": {name: round(result["train_s"], 1) for name, result in results.items() if name not in randoms},
         "steps": args.steps, "batch_size": args.batch_size, "width": args.width, "image_size": args.image_size,
         "seeds": args.seeds, "train_images": len(bank), "bank_images": len(bank), "test_images": len(test),
         "knn_k": 200, "knn_temperature": 0.1, "workers": args.workers, "torch_threads": threads, "device": device.type,

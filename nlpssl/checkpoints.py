@@ -41,7 +41,10 @@ def save_checkpoint(
     data position (micro-batches read so far; ``step`` x accumulation unless
     fp16 skipped steps). The folder is completed by the main process, and on a
     node that does not share the main process's filesystem by that node's local
-    main process.
+    main process. ``model/`` is written from the weights gathered on every
+    process (``accelerator.get_state_dict``), so it is whole under FSDP and
+    ZeRO-3 too; where only the main process receives them (ZeRO-3), other
+    nodes' copies hold the training state without ``model/``.
     """
     final = checkpoint_dir(output_dir, step)
     partial = final.with_name(final.name + ".tmp")
@@ -50,8 +53,9 @@ def save_checkpoint(
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     _save_state(accelerator, partial, on_this_node=writer)
-    if writer:
-        accelerator.unwrap_model(model).export(partial / "model")
+    weights = accelerator.get_state_dict(model)  # on every process: gathered from the shards under FSDP / ZeRO-3
+    if writer and weights:  # ZeRO-3 gathers onto the main process only: other nodes' copies skip model/
+        accelerator.unwrap_model(model).export(partial / "model", state_dict=weights)
         if tokenizer is not None:
             tokenizer.save_pretrained(partial / "model")
         state = {"step": step} | ({"micro_step": micro_step} if micro_step is not None else {})
@@ -78,17 +82,29 @@ def completes_checkpoints(accelerator: Accelerator, root: Path) -> bool:
     """
     if accelerator.num_processes == 1:
         return True
+    sees_main = sees_main_process_files(accelerator, root)
+    return accelerator.is_main_process or (accelerator.is_local_main_process and not sees_main)
+
+
+def sees_main_process_files(state, root: Path) -> bool:
+    """Whether this process sees a file the main process has just created in ``root`` (a shared filesystem).
+
+    ``state``: an ``Accelerator`` or ``PartialState``. Call on every process: it
+    holds two barriers; the main process creates ``root`` if needed.
+    """
+    if state.num_processes == 1:
+        return True
     # A fresh name each time: no node can have a cached answer (NFS caches failed look-ups).
     marker = Path(root) / f".main_process_{gather_objects(uuid.uuid4().hex)[0]}"
-    if accelerator.is_main_process:
+    if state.is_main_process:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-    accelerator.wait_for_everyone()
+    state.wait_for_everyone()
     sees_main = marker.exists()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    state.wait_for_everyone()
+    if state.is_main_process:
         marker.unlink()
-    return accelerator.is_main_process or (accelerator.is_local_main_process and not sees_main)
+    return sees_main
 
 
 def _save_state(accelerator: Accelerator, folder: Path, on_this_node: bool) -> None:

@@ -9,15 +9,19 @@ data position, so ``--train.resume`` continues exactly.
 The loss of an optimizer step is the mean over every target of all its
 micro-batches on all processes (:func:`accumulate_gradients`), so gradient
 accumulation and the number of processes do not change what is optimised.
-Values are read from the device only at log, evaluation and save steps.
+Values are read from the device only at log, evaluation and save steps. The
+step arithmetic (accumulation, evaluation sums, log windows) lives in :mod:`nlpssl.steps`.
+
+Under FSDP and DeepSpeed ZeRO-3 no process holds the whole model between steps:
+evaluation runs inside :func:`~nlpssl.sharding.whole_model`, and every export
+(``final/``, ``best/``, a checkpoint's ``model/``) is written by the main process
+from ``accelerator.get_state_dict``, gathered on every process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +29,19 @@ from typing import Callable, Literal, NamedTuple, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
-from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
 from nlpssl.evaluation.evaluator import Evaluator, as_evaluator
 from nlpssl.evaluation.plots import plot_curves
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
+from nlpssl.runtime import apply_model_options, make_accelerator, set_cpu_threads
 from nlpssl.sampling import make_eval_loader, make_loader
+from nlpssl.sharding import evaluation_in_lockstep, whole_model
+from nlpssl.steps import StepTotals, Window, _to_device, accumulate_gradients, evaluation_totals
 
 
 @dataclass
@@ -65,6 +71,8 @@ class TrainConfig:
     num_workers: int = 0
     group_by_length: bool = False  # batch rows of similar length (needs `lengths` from the recipe)
     cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
+    compile: bool = False  # torch.compile the objective (GPU: faster steps after a compile of a minute or so)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
 
 
 _PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s", "images_per_s", "skipped_steps"}  # in the bar or silent; anything else is printed
@@ -97,10 +105,13 @@ def train(
         objective = MaskedLM(build_mlm_model(tokenizer, dims))
         train(objective, blocks, MLMCollator(tokenizer), TrainConfig(max_steps=200), tokenizer=tokenizer)
     """
-    accelerator = _make_accelerator(cfg)
-    _set_cpu_threads(accelerator, cfg.cpu_threads)
+    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
+        raise UserError("train.max_steps, train.batch_size and train.grad_accum_steps must be at least 1")
+    accelerator = make_accelerator(cfg.precision, cfg.batch_size, cfg.max_grad_norm)
+    set_cpu_threads(accelerator, cfg.cpu_threads)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
+    apply_model_options(objective, cfg.compile, cfg.gradient_checkpointing)
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
     start = _resume(accelerator, output_dir, cfg.resume, cfg.grad_accum_steps)
@@ -119,75 +130,6 @@ class Position(NamedTuple):
 
     step: int
     micro_step: int
-
-
-class StepTotals(NamedTuple):
-    """One optimizer step's sums, kept on the device until a log step reads them."""
-
-    loss_sum: torch.Tensor  # () this process's sum of per-target losses
-    targets: torch.Tensor  # () targets of the step on all processes
-    throughput: torch.Tensor  # () this process's tokens (or images)
-
-
-def accumulate_gradients(accelerator: Accelerator, model, micro_batches: Sequence[dict], count_key: str = "num_tokens") -> StepTotals:
-    """Forward and backward of one optimizer step: the gradient of the mean loss over every target of the step.
-
-    The micro-batches' target counts (:meth:`Objective.count_targets`) are
-    all-reduced once; each micro-batch's mean loss is turned back into a sum and
-    divided by that global count, times W because DDP averages gradients over
-    the W processes. So accumulation of A x B rows on W processes gives the
-    gradient of one batch of A x W x B rows, however the targets (masked or
-    padded tokens) fall; the Hugging Face Trainer's ``num_items_in_batch``.
-    Leaves the gradients in the parameters; reads nothing back to the host.
-
-    Example::
-
-        totals = accumulate_gradients(accelerator, model, [next(batches) for _ in range(4)])
-        optimizer.step()   # totals.loss_sum / totals.targets: this process's share of the step's mean loss
-    """
-    device = accelerator.device
-    objective = accelerator.unwrap_model(model)
-    counts = [_on(objective.count_targets(batch), device) for batch in micro_batches]  # A x ()
-    targets = accelerator.reduce(torch.stack(counts).sum(), reduction="sum").clamp(min=1)  # () the whole step's
-    loss_sum, throughput = 0.0, 0.0
-    for micro, (batch, count) in enumerate(zip(micro_batches, counts)):
-        last = micro == len(micro_batches) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            out = model(batch)
-            summed = out["loss"] * count  # () the sum of this micro-batch's per-target losses
-            accelerator.backward(summed * accelerator.num_processes / targets)
-        loss_sum = loss_sum + summed.detach()
-        throughput = throughput + _on(out.get(count_key, batch_size_of(batch)), device, torch.float32)
-    return StepTotals(loss_sum, targets, throughput)
-
-
-@torch.no_grad()
-def evaluation_totals(objective: Objective, batches, device: torch.device) -> torch.Tensor:
-    """(2,) on ``device``: the sum of per-target losses over ``batches`` and their number of targets."""
-    total = torch.zeros(2, device=device)
-    for batch in batches:
-        batch = _to_device(batch, device)
-        weight = _on(objective.count_targets(batch), device, torch.float32)
-        total += torch.stack([objective(batch)["loss"].float() * weight, weight])
-    return total
-
-
-def _make_accelerator(cfg: TrainConfig) -> Accelerator:
-    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
-        raise UserError("train.max_steps, train.batch_size and train.grad_accum_steps must be at least 1")
-    try:
-        return Accelerator(mixed_precision=cfg.precision, cpu=cpu_only())
-    except ValueError as error:
-        raise UserError(f"train.precision={cfg.precision}: {str(error).splitlines()[0]}") from None
-
-
-def _set_cpu_threads(accelerator: Accelerator, requested: int | None) -> None:
-    """Use the machine's cores on CPU: `accelerate launch` without --cpu pins OMP_NUM_THREADS=1."""
-    if accelerator.device.type != "cpu":
-        return
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(requested or max(1, cores // local_processes))
 
 
 def _resume(accelerator: Accelerator, output_dir: Path, resume: str, grad_accum_steps: int) -> Position:
@@ -221,7 +163,7 @@ class _Loop:
         self._truncate_metrics_after(step)
         bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
         self.model.train()  # from_pretrained returns eval mode: dropout would be off
-        window, skipped_in_a_row = _Window(), 0
+        window, skipped_in_a_row = Window(), 0
         while step < cfg.max_steps:
             lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
             for group in self.optimizer.param_groups:
@@ -284,23 +226,64 @@ class _Loop:
         model, accelerator = self.model, self.accelerator
         model.eval()
         metrics = {}
-        if eval_dataset is not None:
-            # The same rows and masks at every evaluation and on any number of processes; processes may run
-            # different numbers of batches, so the unwrapped model (no DDP collectives) runs them.
-            batches = make_eval_loader(
-                eval_dataset, collator, self.cfg.batch_size, accelerator.process_index, accelerator.num_processes,
-                self.cfg.seed + 10_007, self.cfg.eval_batches, self.cfg.num_workers, self._pin_memory,
-            )
-            total = evaluation_totals(accelerator.unwrap_model(model), batches, accelerator.device)  # (2,)
-            loss_sum, weight_sum = accelerator.reduce(total, reduction="sum").tolist()
-            metrics["eval_loss"] = loss_sum / max(weight_sum, 1e-9)
-            if accelerator.unwrap_model(model).eval_perplexity:
-                metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
-        for evaluator in evaluators:
-            if accelerator.is_main_process:
-                metrics |= evaluator(accelerator.unwrap_model(model))
+        lockstep = evaluation_in_lockstep(accelerator)  # ZeRO-3: forward passes are collectives
+        with whole_model(accelerator, model):  # FSDP: every process gathers every parameter
+            if eval_dataset is not None:
+                metrics |= self._evaluation_loss(eval_dataset, collator, lockstep)
+            for evaluator in evaluators:
+                if accelerator.is_main_process or lockstep:
+                    results = evaluator(accelerator.unwrap_model(model))
+                    if accelerator.is_main_process:
+                        metrics |= results
+        self._export_requested(evaluators)
         model.train()
         return metrics
+
+    def _evaluation_loss(self, eval_dataset, collator, lockstep: bool = False) -> dict:
+        # The same rows and masks at every evaluation and on any number of processes; processes may run
+        # different numbers of batches, so the unwrapped model (no DDP collectives) runs them. In lockstep
+        # (ZeRO-3) each process runs as many as the busiest one, the extra ones uncounted.
+        accelerator = self.accelerator
+        batches = self._eval_batches(eval_dataset, collator, accelerator.process_index, materialise=lockstep)
+        counted = None
+        if lockstep:
+            counted = len(batches)
+            first_rank = self._eval_batches(eval_dataset, collator, rank=0, materialise=False)  # rank 0 runs the most
+            filler = batches[0] if batches else next(iter(first_rank))
+            batches += [filler] * (len(first_rank) - counted)
+        objective = accelerator.unwrap_model(self.model)
+        total = evaluation_totals(objective, batches, accelerator.device, counted)  # (2,)
+        loss_sum, weight_sum = accelerator.reduce(total, reduction="sum").tolist()
+        metrics = {"eval_loss": loss_sum / max(weight_sum, 1e-9)}
+        if objective.eval_perplexity:
+            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+        return metrics
+
+    def _eval_batches(self, eval_dataset, collator, rank: int, materialise: bool = True):
+        """Process ``rank``'s evaluation batches (a list), or their loader."""
+        loader = make_eval_loader(
+            eval_dataset, collator, self.cfg.batch_size, rank, self.accelerator.num_processes,
+            self.cfg.seed + 10_007, self.cfg.eval_batches, self.cfg.num_workers, self._pin_memory,
+        )
+        return list(loader) if materialise else loader
+
+    def _export_requested(self, evaluators) -> None:
+        """Write the exports the evaluators asked for (KeepBest's ``best/``): the main process decided them."""
+        if not evaluators:
+            return
+        folders = broadcast_object_list([[e.pending_export() for e in evaluators] if self.accelerator.is_main_process else None])[0]
+        for evaluator, folder in zip(evaluators, folders):
+            if folder is not None:
+                self._export(Path(folder))
+                if self.accelerator.is_main_process:
+                    evaluator.on_exported(Path(folder))
+        self.accelerator.wait_for_everyone()
+
+    def _export(self, directory: Path) -> None:
+        """``objective.export`` of the weights gathered on every process, written by the main process."""
+        weights = self.accelerator.get_state_dict(self.model)
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).export(directory, state_dict=weights)
 
     def _early_stop(self, evaluators) -> bool:
         """Whether an evaluator asks to stop (``should_stop``); evaluators run on the main process, so it decides."""
@@ -329,9 +312,9 @@ class _Loop:
 
     def _export_final(self) -> None:
         self.accelerator.wait_for_everyone()
+        final = self.output_dir / "final"
+        self._export(final)
         if self.accelerator.is_main_process:
-            final = self.output_dir / "final"
-            self.accelerator.unwrap_model(self.model).export(final)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(final)
             self.accelerator.print(f"nlpssl: saved {final}")
@@ -347,44 +330,3 @@ def _check_skips(skipped_in_a_row: int) -> int:
             f"use train.precision=bf16 or no, or lower train.lr"
         )
     return skipped_in_a_row
-
-
-class _Window:
-    """The steps between two log events, as device tensors until :meth:`flush` reads them once."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepTotals] = []
-        self.seconds = 0.0
-        self.skipped = 0
-
-    def add(self, totals: StepTotals, seconds: float) -> None:
-        self.steps.append(totals)
-        self.seconds += seconds
-
-    def flush(self, accelerator: Accelerator, unit: str = "tokens") -> dict:
-        """The mean over the window's steps of each step's global mean loss, and the throughput."""
-        started = time.perf_counter()
-        local = torch.stack([torch.stack([s.loss_sum.float(), s.throughput]) for s in self.steps])  # (S, 2)
-        summed = accelerator.reduce(local, reduction="sum")  # (S, 2)
-        step_losses = summed[:, 0] / torch.stack([s.targets for s in self.steps])  # (S,)
-        loss, throughput = torch.stack([step_losses.mean(), summed[:, 1].sum()]).tolist()  # the one host read
-        seconds = self.seconds + time.perf_counter() - started  # the read waited for the queued steps
-        record = {"loss": loss, f"{unit}_per_s": throughput / max(seconds, 1e-9)}
-        if self.skipped:
-            record["skipped_steps"] = self.skipped
-        self.__init__()
-        return record
-
-
-def batch_size_of(batch: dict) -> int:
-    """Rows in a batch dict (the first tensor's leading dimension)."""
-    return next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor))
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _on(value, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A count (tensor on any device, or a number) as a tensor on ``device``."""
-    return torch.as_tensor(value, device=device, dtype=dtype)

@@ -16,19 +16,17 @@ import json
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from nlpssl.config import load_config, save_config
 from nlpssl.data.classification import token_lengths
 from nlpssl.data.collators import ClassificationCollator
 from nlpssl.data.tokenizer import load_tokenizer
-from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.models.text import build_classifier, load_pretrained
 from nlpssl.objectives.classification import SequenceClassification
 from nlpssl.recipes.classification import ClassificationRecipe, load_classification_data, model_selector, report, training_rows
-from nlpssl.recipes.common import output_path, resolve_checkpoint
+from nlpssl.recipes.common import output_path, pad_multiple, resolve_checkpoint, start_run
 from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "classification.yaml"
@@ -37,7 +35,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "classificati
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(ClassificationRecipe, argv, DEFAULT_RECIPE)
-    state = PartialState(cpu=cpu_only())
+    state = start_run(cfg)
     checkpoint = resolve_checkpoint(cfg.model.checkpoint)
     tokenizer = load_tokenizer(checkpoint)
     with state.main_process_first():
@@ -46,7 +44,7 @@ def main(argv: list[str]) -> None:
         save_config(cfg, output_path(cfg.train, "config.yaml"))
     set_seed(cfg.train.seed)
     model = build_classifier(checkpoint, tokenizer, splits.label_names, cfg.model.random_init)
-    collator = ClassificationCollator(tokenizer)
+    collator = ClassificationCollator(tokenizer, pad_to_multiple_of=pad_multiple(cfg.train))
     selector = model_selector(splits, collator, cfg.eval, output_path(cfg.train, "best"), tokenizer)
     objective = train(
         SequenceClassification(model), training_rows(splits), collator, cfg.train,

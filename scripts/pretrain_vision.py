@@ -17,15 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from nlpssl.config import load_config, save_config
-from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.vision import KNNMonitor
 from nlpssl.objectives.vision_base import ImageCollator
-from nlpssl.recipes.common import output_path
+from nlpssl.recipes.common import output_path, start_run
 from nlpssl.recipes.vision import (
     VisionRecipe, build_objective, check_recipe, evaluation_sets, final_evaluation, load_splits, method_shortcut,
     synchronise_batchnorm,
@@ -38,7 +36,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "vision"
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(VisionRecipe, method_shortcut(argv, CONFIGS), CONFIGS / "simclr.yaml")
-    state = PartialState(cpu=cpu_only())
+    state = start_run(cfg)
     check_recipe(cfg, state.num_processes)
     set_seed(cfg.train.seed)
     objective = build_objective(cfg)

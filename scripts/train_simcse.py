@@ -13,16 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from nlpssl.config import load_config, save_config
 from nlpssl.data.pairs import SentenceViewsCollator
-from nlpssl.distributed import cpu_only
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.selection import KeepBest
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.recipes.common import output_path
+from nlpssl.recipes.common import output_path, pad_multiple, start_run
 from nlpssl.recipes.simcse import SimCSERecipe, load_simcse_data, load_simcse_encoder, row_lengths, stsb_dev_metric
 from nlpssl.train import train
 
@@ -32,14 +30,16 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "simcse_unsup
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     cfg = load_config(SimCSERecipe, argv, DEFAULT_RECIPE)
-    state = PartialState(cpu=cpu_only())
+    state = start_run(cfg)
     with state.main_process_first():
         sentences, columns = load_simcse_data(cfg.data, cfg.train)
     if state.is_main_process:
         save_config(cfg, output_path(cfg.train, "config.yaml"))
     set_seed(cfg.train.seed)
     encoder, tokenizer, pooler = load_simcse_encoder(cfg.model)
-    collator = SentenceViewsCollator(tokenizer, columns, repeat=2 if len(columns) == 1 else 1, max_length=cfg.data.max_length)
+    collator = SentenceViewsCollator(
+        tokenizer, columns, repeat=2 if len(columns) == 1 else 1, max_length=cfg.data.max_length, pad_to_multiple_of=pad_multiple(cfg.train),
+    )
     objective = SimCSE(encoder, pooler, collator.num_views, cfg.simcse.temperature, cfg.simcse.gather, cfg.data.max_length)
     evaluators = []
     dev = stsb_dev_metric(cfg.simcse.stsb_dir, tokenizer)

@@ -179,10 +179,14 @@ class _Exportable:
 
 
 def test_keep_best_takes_up_the_recorded_best_on_resume(tmp_path):
-    KeepBest(lambda o: {"val_accuracy": 0.7}, "val_accuracy", tmp_path)(_Exportable())
+    first = KeepBest(lambda o: {"val_accuracy": 0.7}, "val_accuracy", tmp_path)
+    first(_Exportable())
+    assert first.pending_export() == tmp_path and not (tmp_path / "best.json").exists()  # the loop exports first
+    first.on_exported(tmp_path)
     resumed = KeepBest(lambda o: {"val_accuracy": 0.6}, "val_accuracy", tmp_path, patience=1)
     resumed.on_resume(step=10)
     assert resumed(_Exportable())["best_val_accuracy"] == 0.7 and resumed.should_stop
+    assert resumed.pending_export() is None
     assert json.loads((tmp_path / "best.json").read_text()) == {"val_accuracy": 0.7}
 
 

@@ -1,6 +1,6 @@
 """One optimizer step is the same step however its rows are split into processes and micro-batches.
 
-``nlpssl.train.accumulate_gradients`` normalises by the number of targets of the whole
+``nlpssl.steps.accumulate_gradients`` normalises by the number of targets of the whole
 optimizer step (all micro-batches, all processes), so for token-level losses (MLM,
 causal LM) whose micro-batches hold different numbers of targets, and for row-level
 ones (classification, gathered SimCSE), loss and gradients of
@@ -32,7 +32,7 @@ from nlpssl.objectives.classification import SequenceClassification
 from nlpssl.objectives.clm import CausalLM
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.train import _Window, accumulate_gradients
+from nlpssl.steps import Window, accumulate_gradients
 from tests.helpers import accelerator_rank, run_gloo_ranks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -108,7 +108,7 @@ def _step(accelerator: Accelerator, model, micro_batches: list[dict]) -> dict:
     objective.zero_grad(set_to_none=True)
     totals = accumulate_gradients(accelerator, model, micro_batches)
     loss_sum = accelerator.reduce(totals.loss_sum.detach().clone(), reduction="sum")
-    window = _Window()
+    window = Window()
     window.add(totals, seconds=1.0)
     logged = window.flush(accelerator)["loss"]  # the metrics.jsonl value (float32 on the way)
     return {"loss": loss_sum / totals.targets, "logged": logged, "grads": _gradients(objective)}

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from accelerate.utils import DistributedType
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -21,7 +22,7 @@ from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.optim import parameter_groups
 from nlpssl.train import TrainConfig, train
-from nlpssl.objectives.base import Objective
+from nlpssl.objectives.base import Objective, sub_state_dict
 from tests.helpers import TINY_DIMS, accelerator_rank, bible_subset, read_metrics, run_gloo_ranks, tiny_wordpiece, train_losses
 
 
@@ -191,6 +192,7 @@ class _MetaAccelerator(SimpleNamespace):
 
     device, num_processes, process_index, is_main_process = torch.device("meta"), 1, 0, True
     optimizer_step_was_skipped = False
+    distributed_type = DistributedType.NO
 
     def unwrap_model(self, model):
         return model
@@ -238,9 +240,9 @@ class _Linear(Objective):
         super().__init__()
         self.linear = nn.Linear(3, 2)
 
-    def export(self, directory: Path) -> None:
+    def export(self, directory: Path, state_dict: dict | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.linear.state_dict(), directory / "linear.pt")
+        torch.save(sub_state_dict(state_dict, "linear") or self.linear.state_dict(), directory / "linear.pt")
 
 
 def _two_nodes_worker(rank: int, port: int, out_dir: str) -> None:

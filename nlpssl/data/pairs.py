@@ -71,16 +71,21 @@ class SentenceViewsCollator:
     each sentence passes through the encoder ``repeat`` times with different
     dropout masks. Rows of view v are ``v*B .. v*B + B - 1``.
 
+    ``pad_to_multiple_of`` rounds L up (8 under mixed precision).
+
     Example::
 
         collate = SentenceViewsCollator(tokenizer, ["text"], repeat=2)
         batch = collate([{"text": "a cat sat."}, {"text": "dogs run."}])  # input_ids (4, L)
     """
 
-    def __init__(self, tokenizer, columns: Sequence[str], repeat: int = 1, max_length: int = 32) -> None:
+    def __init__(
+        self, tokenizer, columns: Sequence[str], repeat: int = 1, max_length: int = 32, pad_to_multiple_of: int | None = None,
+    ) -> None:
         if repeat > 1 and len(columns) != 1:
             raise ValueError("repeat applies to a single column")
         self.tokenizer, self.columns, self.repeat, self.max_length = tokenizer, list(columns), repeat, max_length
+        self.pad_to_multiple_of = pad_to_multiple_of  # 8 under mixed precision: tensor cores take multiples of 8
 
     @property
     def num_views(self) -> int:
@@ -88,5 +93,7 @@ class SentenceViewsCollator:
 
     def __call__(self, rows: Sequence[dict], generator: torch.Generator | None = None) -> dict:
         texts = [row[column] for _ in range(self.repeat) for column in self.columns for row in rows]  # V*B
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
+        )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}

@@ -1,13 +1,19 @@
-"""The evaluator contract of the training loop: metrics at each evaluation, plus two optional hooks.
+"""The evaluator contract of the training loop: metrics at each evaluation, plus optional hooks.
 
 The loop calls every evaluator on the unwrapped objective at each evaluation
-and logs the dict it returns; after that it asks :attr:`Evaluator.should_stop`
-(early stopping), and on a resume it calls :meth:`Evaluator.on_resume` once
-before the first step. Subclasses override only what they use.
+(on the main process; under DeepSpeed ZeRO-3, whose forward passes are
+collectives, on every process, the main process's results counting) and logs
+the dict it returns; after that it asks
+:meth:`Evaluator.pending_export` (a folder to export the model into: the loop
+gathers the weights from every process, which FSDP and ZeRO-3 need, writes the
+folder, then calls :meth:`Evaluator.on_exported`) and :attr:`Evaluator.should_stop`
+(early stopping); on a resume it calls :meth:`Evaluator.on_resume` once before
+the first step. Subclasses override only what they use.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -31,7 +37,7 @@ class Evaluator:
     """
 
     def __call__(self, objective: Objective) -> dict:
-        """Metrics of ``objective`` to log at this evaluation (runs on the main process only)."""
+        """Metrics of ``objective`` to log at this evaluation (on the main process; see the module docstring)."""
         raise NotImplementedError
 
     @property
@@ -41,6 +47,13 @@ class Evaluator:
 
     def on_resume(self, step: int) -> None:
         """Called once, before training continues from a checkpoint at optimizer step ``step``; default: nothing."""
+
+    def pending_export(self) -> Path | None:
+        """After a call: a folder the loop should now export the objective into (``objective.export``), or None (default)."""
+        return None
+
+    def on_exported(self, folder: Path) -> None:
+        """Called on the main process once the loop has written the objective into ``folder``; default: nothing."""
 
 
 class FunctionEvaluator(Evaluator):

@@ -11,7 +11,11 @@ from nlpssl.objectives.base import Objective
 
 
 class KeepBest(Evaluator):
-    """Evaluator: compute metrics, and export the objective to ``directory`` when ``key`` improves.
+    """Evaluator: compute metrics, and have the objective exported to ``directory`` when ``key`` improves.
+
+    The training loop writes the export (:meth:`pending_export`), from weights
+    gathered on every process; then this writes the tokenizer and ``best.json``
+    (:meth:`on_exported`), so ``best.json`` never names a model that is not there.
 
     Args:
         compute: objective -> dict of metrics (e.g. STS-B dev Spearman).
@@ -35,6 +39,7 @@ class KeepBest(Evaluator):
         self.patience = patience
         self.best: float | None = None
         self.evaluations_since_best = 0
+        self.improved = False  # the last call set a new best, not exported yet
 
     def on_resume(self, step: int) -> None:
         """Take up the best value the interrupted run recorded (resume replays the same run exactly).
@@ -56,11 +61,18 @@ class KeepBest(Evaluator):
             raise KeyError(f"selection metric {self.key!r} is not among the computed ones: {', '.join(metrics)}")
         value = metrics[self.key]
         if self.best is None or self.sign * value > self.sign * self.best:
-            self.best, self.evaluations_since_best = value, 0
-            objective.export(self.directory)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(self.directory)
-            (self.directory / "best.json").write_text(json.dumps({self.key: value}))
+            self.best, self.evaluations_since_best, self.improved = value, 0, True
         else:
             self.evaluations_since_best += 1
         return metrics | {f"best_{self.key}": self.best}
+
+    def pending_export(self) -> Path | None:
+        """``directory`` after a call that set a new best (the loop then exports the objective there)."""
+        return self.directory if self.improved else None
+
+    def on_exported(self, folder: Path) -> None:
+        """The model is in ``folder``: add the tokenizer and record the value in ``best.json``."""
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        (Path(folder) / "best.json").write_text(json.dumps({self.key: self.best}))
+        self.improved = False

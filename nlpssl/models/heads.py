@@ -87,6 +87,7 @@ class MLPHead(nn.Module):
         hidden_dim: H, the width of the hidden layer (BYOL: 4096, SimCLR: = D).
         out_dim: E, the output width (BYOL: 256, SimCLR: 128).
         batch_norm: False gives Linear - ReLU - Linear (SimCLR v1 without BN).
+        output_norm: BatchNorm on the output too (SimSiam's projector; it helps against collapse).
 
     Example::
 
@@ -94,14 +95,15 @@ class MLPHead(nn.Module):
         z = projector(features)  # (B, 2048) -> (B, 256)
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True, output_norm: bool = False):
         super().__init__()
         norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
         self.layers = nn.Sequential(
             nn.Linear(in_dim, hidden_dim, bias=not batch_norm),  # BN's shift makes the bias redundant
             *norm,
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
+            nn.Linear(hidden_dim, out_dim, bias=not output_norm),
+            *([nn.BatchNorm1d(out_dim)] if output_norm else []),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

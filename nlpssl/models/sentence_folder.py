@@ -29,12 +29,15 @@ def save_sentence_folder(
     encoder: PreTrainedModel,
     directory: str | Path,
     pooling: Literal["mean", "cls"],
-    dense: nn.Linear | None = None,
+    dense: nn.Linear | dict[str, torch.Tensor] | None = None,
     max_seq_length: int = 128,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``encoder`` with sentence-transformers metadata for ``pooling`` (+ an optional Tanh ``dense``).
 
-    The tokenizer is saved beside it by the caller (the training loop does).
+    ``dense``: a Linear, or its ``{"weight", "bias"}`` tensors. ``state_dict``:
+    the encoder's weights to write instead of its own (gathered from sharded
+    processes). The tokenizer is saved beside it by the caller (the training loop does).
 
     Example::
 
@@ -42,7 +45,7 @@ def save_sentence_folder(
         SentenceTransformer("outputs/simcse/final").encode(["a sentence"])
     """
     directory = Path(directory)
-    encoder.save_pretrained(directory)
+    encoder.save_pretrained(directory, state_dict=state_dict)
     width = encoder.config.hidden_size
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -56,17 +59,17 @@ def save_sentence_folder(
         "pooling_mode_mean_sqrt_len_tokens": False,
     })
     if dense is not None:
+        weights = dict(dense.state_dict()) if isinstance(dense, nn.Module) else dict(dense)  # {"weight": (D, D), "bias": (D,)}
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        out_features, in_features = weights["weight"].shape
         _write_json(directory / "2_Dense" / "config.json", {
-            "in_features": dense.in_features,
-            "out_features": dense.out_features,
-            "bias": dense.bias is not None,
+            "in_features": in_features,
+            "out_features": out_features,
+            "bias": "bias" in weights,
             "activation_function": "torch.nn.modules.activation.Tanh",
         })
-        weights = {"linear.weight": dense.weight.detach().contiguous().cpu()}
-        if dense.bias is not None:
-            weights["linear.bias"] = dense.bias.detach().contiguous().cpu()
-        save_file(weights, str(directory / "2_Dense" / "model.safetensors"))
+        tensors = {f"linear.{name}": tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
+        save_file(tensors, str(directory / "2_Dense" / "model.safetensors"))
     _write_json(directory / "modules.json", modules)
     _write_json(directory / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     _write_json(directory / "config_sentence_transformers.json", {"__version__": {"pytorch": torch.__version__}, "prompts": {}})

@@ -25,6 +25,9 @@ from transformers import (
 from nlpssl.errors import UserError, first_line
 from nlpssl.sources import local_path
 
+#: attention of the models built from dimensions: torch's fused scaled_dot_product_attention (flash / memory-efficient kernels on GPU)
+ATTENTION = "sdpa"
+
 
 @dataclass
 class TransformerDims:
@@ -56,6 +59,7 @@ def bert_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> Be
         attention_probs_dropout_prob=dims.dropout,
         max_position_embeddings=dims.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        attn_implementation=ATTENTION,
     )
 
 
@@ -118,6 +122,7 @@ def gpt2_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase, block
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_id,
         eos_token_id=eos_id,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id,
+        attn_implementation=ATTENTION,
     )
 
 

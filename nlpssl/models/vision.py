@@ -181,14 +181,20 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
     return ViTFeatures(build_mae(spec).vit)
 
 
-def save_backbone(backbone: nn.Module, spec: BackboneSpec, directory: Path, mae: nn.Module | None = None) -> None:
-    """Write ``backbone`` (or the whole ``mae`` model) and ``backbone.json`` into ``directory``."""
+def save_backbone(
+    backbone: nn.Module | None, spec: BackboneSpec, directory: Path, mae: nn.Module | None = None, state_dict: dict | None = None,
+) -> None:
+    """Write ``backbone`` (or the whole ``mae`` model) and ``backbone.json`` into ``directory``.
+
+    ``state_dict``: the weights of that module to write instead of its own (gathered from sharded processes).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if mae is not None:
-        mae.save_pretrained(directory)
+        mae.save_pretrained(directory, state_dict=state_dict)
     else:
-        state = {name: tensor.detach().contiguous().cpu() for name, tensor in backbone.state_dict().items()}
+        weights = backbone.state_dict() if state_dict is None else state_dict
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
         save_file(state, str(directory / "model.safetensors"))
     (directory / BACKBONE_FILE).write_text(json.dumps(asdict(spec), indent=2))
 

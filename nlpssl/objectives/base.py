@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -48,9 +49,48 @@ class Objective(nn.Module):
         EMA teachers and queues update here.
         """
 
-    def export(self, directory: Path) -> None:  # pragma: no cover - abstract
-        """Write the trained model as a folder other tools load (a HF checkpoint)."""
+    def export(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:  # pragma: no cover - abstract
+        """Write the trained model as a folder other tools load (a HF checkpoint).
+
+        ``state_dict``: this objective's weights as gathered on every process
+        (``accelerator.get_state_dict``: whole even when FSDP or ZeRO-3 shard the
+        parameters), written instead of the module's own; None: the module's own.
+        """
         raise NotImplementedError
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """Layer classes FSDP's transformer auto-wrap makes one unit each: ``BertLayer``, ``GPT2Block``, ...
+
+        The classes the wrapped Hugging Face models keep whole, less those holding a
+        parameter tied to one outside them (BERT's word embeddings are its MLM
+        decoder's weight): FSDP2 cannot split tied parameters across units. FSDP
+        reads this from the model it is given, the objective.
+        """
+        wanted = set()
+        for module in self.modules():
+            if module is not self and not isinstance(module, Objective):
+                wanted.update(getattr(module, "_no_split_modules", None) or ())
+        uses = Counter(id(p) for _, p in self.named_parameters(remove_duplicate=False))
+        tied = set()
+        for module in self.modules():
+            inside = Counter(id(p) for _, p in module.named_parameters(remove_duplicate=False))
+            if type(module).__name__ in wanted and any(count < uses[key] for key, count in inside.items()):
+                tied.add(type(module).__name__)
+        return sorted(wanted - tied)
+
+
+def sub_state_dict(state_dict: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:
+    """The entries of a submodule (``prefix``, e.g. "model") with the prefix removed; None stays None.
+
+    Example::
+
+        sub_state_dict({"model.bert.pooler.dense.bias": b, "head.weight": w}, "model")   # {"bert.pooler.dense.bias": b}
+    """
+    if state_dict is None:
+        return None
+    start = prefix + "."
+    return {key[len(start) :]: value for key, value in state_dict.items() if key.startswith(start)}
 
 
 class ModelObjective(Objective):
@@ -60,5 +100,5 @@ class ModelObjective(Objective):
         super().__init__()
         self.model = model
 
-    def export(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
+    def export(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(directory, state_dict=sub_state_dict(state_dict, "model"))

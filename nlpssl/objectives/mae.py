@@ -18,6 +18,7 @@ from torch import nn
 from nlpssl.data.augment import BatchViews
 from nlpssl.losses import masked_mse
 from nlpssl.models.vision import BackboneSpec, ViTFeatures, save_backbone
+from nlpssl.objectives.base import sub_state_dict
 from nlpssl.objectives.vision_base import VisionObjective
 
 
@@ -71,5 +72,5 @@ class MAE(VisionObjective):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return ViTFeatures(self.mae.vit)(self.as_float(images))  # (B, D), every patch seen
 
-    def export(self, directory: Path) -> None:
-        save_backbone(None, self.spec, directory, mae=self.mae)
+    def export(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        save_backbone(None, self.spec, directory, mae=self.mae, state_dict=sub_state_dict(state_dict, "mae"))

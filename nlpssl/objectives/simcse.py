@@ -18,7 +18,8 @@ from transformers import PreTrainedModel
 from nlpssl.losses import info_nce
 from nlpssl.models.heads import SentencePooler
 from nlpssl.models.sentence_folder import save_sentence_folder
-from nlpssl.objectives.base import Objective
+from nlpssl.errors import UserError
+from nlpssl.objectives.base import Objective, sub_state_dict
 
 
 class SimCSE(Objective):
@@ -67,11 +68,27 @@ class SimCSE(Objective):
         """Test-time embedding (B, L, D) -> (B, D), as the exported folder computes it."""
         return self.pooler.embed(hidden, attention_mask)
 
-    def export(self, directory: Path) -> None:
-        """Save a folder that AutoModel and SentenceTransformer load, with the trained pooling."""
+    def export(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Save a folder that AutoModel and SentenceTransformer load, with the trained pooling.
+
+        ``state_dict``: this objective's weights gathered from every process (see :meth:`Objective.export`).
+        """
+        state_dict = self.state_dict() if state_dict is None else state_dict
         keeps_mlp = self.pooler.method == "cls"
         pooling = "mean" if self.pooler.method == "mean" else "cls"
-        dense = self.pooler.mlp.dense if keeps_mlp else None
+        encoder_state = sub_state_dict(state_dict, "encoder")
+        dense = sub_state_dict(state_dict, "pooler.mlp.dense") if keeps_mlp else None  # {"weight", "bias"}
         if keeps_mlp and getattr(self.encoder, "pooler", None) is not None:
-            self.pooler.copy_mlp_into(self.encoder)  # AutoModel's pooler_output is then the embedding
-        save_sentence_folder(self.encoder, directory, pooling, dense, self.max_seq_length)
+            _keep_mlp_in_pooler(self.encoder, encoder_state, dense)  # AutoModel's pooler_output is then the embedding
+        save_sentence_folder(self.encoder, directory, pooling, dense, self.max_seq_length, state_dict=encoder_state)
+
+
+def _keep_mlp_in_pooler(encoder, encoder_state: dict, dense: dict) -> None:
+    """Put the trained MLP into a BERT-like encoder's ``pooler.dense`` entries (BERT's pooler is the same Linear + Tanh)."""
+    current = encoder_state.get("pooler.dense.weight")
+    if current is None or current.shape != dense["weight"].shape:
+        raise UserError(
+            f"{type(encoder).__name__} has no pooler.dense of shape {tuple(dense['weight'].shape)} "
+            f"to keep the MLP in; train with pooler 'cls_before_pooler' or 'mean' instead"
+        )
+    encoder_state |= {f"pooler.dense.{name}": tensor for name, tensor in dense.items()}

@@ -34,7 +34,7 @@ class SimSiam(VisionObjective):
         projection_dim: int = 512, predictor_hidden_dim: int = 128,
     ) -> None:
         super().__init__(backbone, spec, views)
-        self.projector = MLPHead(backbone.feature_dim, projection_dim, projection_dim)
+        self.projector = MLPHead(backbone.feature_dim, projection_dim, projection_dim, output_norm=True)  # BN on the output, as the paper
         self.predictor = MLPHead(projection_dim, predictor_hidden_dim, projection_dim)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from nlpssl.data.augment import BatchViews, to_float
 from nlpssl.models.vision import BackboneSpec, save_backbone
-from nlpssl.objectives.base import Objective
+from nlpssl.objectives.base import Objective, sub_state_dict
 
 SEED_RANGE = 2**62
 
@@ -72,5 +72,5 @@ class VisionObjective(Objective):
         images = batch["images"]  # (B, C, S, S)
         return torch.tensor(images.shape[0], device=images.device)
 
-    def export(self, directory: Path) -> None:
-        save_backbone(self.backbone, self.spec, directory)
+    def export(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        save_backbone(self.backbone, self.spec, directory, state_dict=sub_state_dict(state_dict, "backbone"))

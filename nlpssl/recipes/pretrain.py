@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import datasets
-from accelerate import PartialState
 
 from nlpssl.config import save_config
 from nlpssl.data.corpus import TxtMode, load_corpus
 from nlpssl.data.text import PackStyle, PackStats, tokenize_and_pack
 from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer
-from nlpssl.distributed import cpu_only
 from nlpssl.errors import UserError
+from nlpssl.launch import send_folder
 from nlpssl.models.text import TransformerDims
-from nlpssl.recipes.common import output_path
+from nlpssl.recipes.common import output_path, start_run
 from nlpssl.train import TrainConfig
 
 
@@ -149,20 +148,27 @@ class LMData:
 
 
 def prepare_lm_data(cfg: MLMRecipe | CLMRecipe, style: PackStyle, make_collator: Callable) -> LMData:
-    """Split the corpus, resolve the tokenizer, build ``make_collator(tokenizer)``, pack both splits.
+    """Start the run (:func:`start_run`), split the corpus, resolve the tokenizer, build ``make_collator(tokenizer)``, pack.
 
-    The main process goes first: it trains and saves the tokenizer and fills the
-    datasets cache, which the other processes then read. The collator is built
-    before packing, so a bad masking setting fails before the slow part. The main
-    process also writes the resolved config to ``output_dir/config.yaml``.
+    The main process goes first: it trains and saves the tokenizer (sent to
+    nodes that do not share ``output_dir``, so every process uses the very same
+    vocabulary) and fills the datasets cache, which the other processes then
+    read. The collator is built before packing, so a bad masking setting fails
+    before the slow part. The main process also writes the resolved config to
+    ``output_dir/config.yaml``.
     """
-    state = PartialState(cpu=cpu_only())
+    state = start_run(cfg)
+    tokenizer_dir = output_path(cfg.train, "tokenizer")
     with state.main_process_first():
         train_docs, valid_docs = split_corpus(cfg.data, cfg.train.seed)
-        tokenizer = resolve_tokenizer(
-            cfg.tokenizer, train_docs, cfg.model.checkpoint, cfg.data.block_size, output_path(cfg.train, "tokenizer")
-        )
-        collator = make_collator(tokenizer)
+        if state.is_main_process:
+            tokenizer = resolve_tokenizer(cfg.tokenizer, train_docs, cfg.model.checkpoint, cfg.data.block_size, tokenizer_dir)
+    if not (cfg.tokenizer.path or cfg.model.checkpoint):
+        send_folder(state, tokenizer_dir)
+    if not state.is_main_process:
+        tokenizer = resolve_tokenizer(cfg.tokenizer, train_docs, cfg.model.checkpoint, cfg.data.block_size, tokenizer_dir)
+    collator = make_collator(tokenizer)
+    with state.main_process_first():
         train_blocks, valid_blocks, _ = pack_splits(train_docs, valid_docs, tokenizer, cfg.data, style)
     if state.is_main_process:
         save_config(cfg, output_path(cfg.train, "config.yaml"))

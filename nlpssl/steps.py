@@ -1,0 +1,113 @@
+"""One optimizer step's arithmetic: accumulate gradients over micro-batches and processes, sum evaluation losses, log windows.
+
+The loss of an optimizer step is the mean over every target of all its
+micro-batches on all processes (:func:`accumulate_gradients`), so gradient
+accumulation and the number of processes do not change what is optimised.
+Counts stay on the training device; :class:`Window` reads them once per log step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple, Sequence
+
+import torch
+from accelerate import Accelerator
+
+from nlpssl.objectives.base import Objective
+from nlpssl.sharding import accumulation_boundary
+
+
+class StepTotals(NamedTuple):
+    """One optimizer step's sums, kept on the device until a log step reads them."""
+
+    loss_sum: torch.Tensor  # () this process's sum of per-target losses
+    targets: torch.Tensor  # () targets of the step on all processes
+    throughput: torch.Tensor  # () this process's tokens (or images)
+
+
+def accumulate_gradients(accelerator: Accelerator, model, micro_batches: Sequence[dict], count_key: str = "num_tokens") -> StepTotals:
+    """Forward and backward of one optimizer step: the gradient of the mean loss over every target of the step.
+
+    The micro-batches' target counts (:meth:`Objective.count_targets`) are
+    all-reduced once; each micro-batch's mean loss is turned back into a sum and
+    divided by that global count, times W because DDP averages gradients over
+    the W processes. So accumulation of A x B rows on W processes gives the
+    gradient of one batch of A x W x B rows, however the targets (masked or
+    padded tokens) fall; the Hugging Face Trainer's ``num_items_in_batch``.
+    Leaves the gradients in the parameters; reads nothing back to the host.
+
+    Example::
+
+        totals = accumulate_gradients(accelerator, model, [next(batches) for _ in range(4)])
+        optimizer.step()   # totals.loss_sum / totals.targets: this process's share of the step's mean loss
+    """
+    device = accelerator.device
+    objective = accelerator.unwrap_model(model)
+    counts = [_on(objective.count_targets(batch), device) for batch in micro_batches]  # A x ()
+    targets = accelerator.reduce(torch.stack(counts).sum(), reduction="sum").clamp(min=1)  # () the whole step's
+    loss_sum, throughput = 0.0, 0.0
+    for micro, (batch, count) in enumerate(zip(micro_batches, counts)):
+        with accumulation_boundary(accelerator, model, last=micro == len(micro_batches) - 1):
+            out = model(batch)
+            summed = out["loss"] * count  # () the sum of this micro-batch's per-target losses
+            accelerator.backward(summed * accelerator.num_processes / targets)
+        loss_sum = loss_sum + summed.detach()
+        throughput = throughput + _on(out.get(count_key, batch_size_of(batch)), device, torch.float32)
+    return StepTotals(loss_sum, targets, throughput)
+
+
+@torch.no_grad()
+def evaluation_totals(objective: Objective, batches, device: torch.device, counted: int | None = None) -> torch.Tensor:
+    """(2,) on ``device``: the sum of per-target losses over ``batches`` and their number of targets.
+
+    Only the first ``counted`` batches count (all by default); the others only
+    keep the processes' forward passes in step (DeepSpeed ZeRO-3).
+    """
+    total = torch.zeros(2, device=device)
+    for index, batch in enumerate(batches):
+        batch = _to_device(batch, device)
+        weight = _on(objective.count_targets(batch), device, torch.float32) * float(counted is None or index < counted)
+        total += torch.stack([objective(batch)["loss"].float() * weight, weight])
+    return total
+
+
+class Window:
+    """The steps between two log events, as device tensors until :meth:`flush` reads them once."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepTotals] = []
+        self.seconds = 0.0
+        self.skipped = 0
+
+    def add(self, totals: StepTotals, seconds: float) -> None:
+        self.steps.append(totals)
+        self.seconds += seconds
+
+    def flush(self, accelerator: Accelerator, unit: str = "tokens") -> dict:
+        """The mean over the window's steps of each step's global mean loss, and the throughput."""
+        started = time.perf_counter()
+        local = torch.stack([torch.stack([s.loss_sum.float(), s.throughput]) for s in self.steps])  # (S, 2)
+        summed = accelerator.reduce(local, reduction="sum")  # (S, 2)
+        step_losses = summed[:, 0] / torch.stack([s.targets for s in self.steps])  # (S,)
+        loss, throughput = torch.stack([step_losses.mean(), summed[:, 1].sum()]).tolist()  # the one host read
+        seconds = self.seconds + time.perf_counter() - started  # the read waited for the queued steps
+        record = {"loss": loss, f"{unit}_per_s": throughput / max(seconds, 1e-9)}
+        if self.skipped:
+            record["skipped_steps"] = self.skipped
+        self.__init__()
+        return record
+
+
+def batch_size_of(batch: dict) -> int:
+    """Rows in a batch dict (the first tensor's leading dimension)."""
+    return next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _on(value, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A count (tensor on any device, or a number) as a tensor on ``device``."""
+    return torch.as_tensor(value, device=device, dtype=dtype)
