@@ -18,16 +18,18 @@ ROWS = ("original", "masked", "reconstruction")
 def mae_rows(objective, images: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     """Original, masked and reconstructed images in [0, 1], each (B, C, S, S), for uint8 ``images``.
 
-    The reconstruction shows the decoder's output in the hidden patches (its
-    per-patch normalised prediction rescaled with the true patch's mean and
-    spread, as the MAE paper's figures do) and the visible patches as they were.
+    The reconstruction shows the decoder's output in the hidden patches and the
+    visible patches as they were. The decoder predicts per-patch normalised pixels
+    (MAE's target), so the structure inside a hidden patch is the model's while
+    its brightness and contrast are the true patch's mean and spread, as in the
+    MAE paper's figures: the picture shows what was learned, not the patch mean.
     """
     mae, spec = objective.mae, objective.spec
     view = objective.as_float(images)  # (B, C, S, S)
     noise = objective.noise(view.shape[0], seed, view.device)
     predicted, patches, mask = objective.reconstruct(view, noise)  # (B, N, P), (B, N, P), (B, N)
-    mean, spread = patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1e-6).sqrt()
     hidden = mask.unsqueeze(-1).bool()  # (B, N, 1)
+    mean, spread = patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1e-6).sqrt()  # (B, N, 1)
     filled = torch.where(hidden, predicted * spread + mean, patches)
     blanked = torch.where(hidden, torch.zeros_like(patches), patches)
     std = torch.tensor(spec.std, device=view.device).view(1, -1, 1, 1)
