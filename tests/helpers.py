@@ -32,6 +32,16 @@ def tiny_wordpiece(texts) -> object:
     return train_tokenizer(texts, kind="wordpiece", vocab_size=500, model_max_length=128)
 
 
+def tiny_blocks(documents: int, block_size: int = 32) -> tuple:
+    """(tokenizer, packed blocks) of the first ``documents`` chapters: what the loop tests train on."""
+    from nlpssl.data.text import tokenize_and_pack
+
+    corpus = bible_subset(documents)
+    tokenizer = tiny_wordpiece(corpus["text"])
+    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=block_size)
+    return tokenizer, blocks
+
+
 def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
 

@@ -13,22 +13,18 @@ from accelerate.state import AcceleratorState
 
 import nlpssl.steps
 from nlpssl.data.collators import MLMCollator
-from nlpssl.data.text import tokenize_and_pack
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.sampling import make_loader
 from nlpssl.train import TrainConfig, train
-from tests.helpers import TINY_DIMS, bible_subset, tiny_wordpiece, train_losses
+from tests.helpers import TINY_DIMS, tiny_blocks, train_losses
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
 def setup():
-    corpus = bible_subset(20)
-    tokenizer = tiny_wordpiece(corpus["text"])
-    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=32)
-    return tokenizer, blocks
+    return tiny_blocks(20)
 
 
 def _train(setup, output_dir, steps: int = 4, **options):

@@ -3,20 +3,16 @@ import torch
 from transformers import BertForMaskedLM
 
 from nlpssl.data.collators import MLMCollator
-from nlpssl.data.text import tokenize_and_pack
 from nlpssl.errors import UserError
 from nlpssl.models.text import TransformerDims, bert_config, build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.train import TrainConfig, train
-from tests.helpers import TINY_DIMS, bible_subset, tiny_wordpiece, train_losses
+from tests.helpers import TINY_DIMS, tiny_blocks, train_losses
 
 
 @pytest.fixture(scope="module")
 def setup():
-    corpus = bible_subset(60)
-    tokenizer = tiny_wordpiece(corpus["text"])
-    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=32)
-    return tokenizer, blocks
+    return tiny_blocks(60)
 
 
 def _batch(tokenizer, blocks, n=8, seed=0):

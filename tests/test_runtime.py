@@ -9,7 +9,6 @@ from torch import nn
 import nlpssl.runtime
 from nlpssl.data.collators import ClassificationCollator, MLMCollator
 from nlpssl.data.pairs import SentenceViewsCollator
-from nlpssl.data.text import tokenize_and_pack
 from nlpssl.errors import UserError
 from nlpssl.models.text import bert_config, build_clm_model, build_mlm_model, gpt2_config
 from nlpssl.objectives.base import Objective
@@ -17,17 +16,14 @@ from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.recipes.common import pad_multiple
 from nlpssl.runtime import apply_model_options
 from nlpssl.train import TrainConfig, train
-from tests.helpers import TINY_DIMS, bible_subset, tiny_wordpiece, train_losses
+from tests.helpers import TINY_DIMS, tiny_blocks, train_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def setup():
-    corpus = bible_subset(20)
-    tokenizer = tiny_wordpiece(corpus["text"])
-    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=32)
-    return tokenizer, blocks
+    return tiny_blocks(20)
 
 
 def _train(setup, output_dir, **options):

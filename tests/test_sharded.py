@@ -23,12 +23,11 @@ from transformers import AutoModelForMaskedLM
 import nlpssl.train
 from nlpssl.checkpoints import complete_checkpoints
 from nlpssl.data.collators import MLMCollator
-from nlpssl.data.text import tokenize_and_pack
 from nlpssl.evaluation.selection import KeepBest
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.train import TrainConfig, train
-from tests.helpers import TINY_DIMS, accelerator_rank, bible_subset, run_gloo_ranks, tiny_wordpiece, train_losses
+from tests.helpers import TINY_DIMS, accelerator_rank, run_gloo_ranks, tiny_blocks, train_losses
 
 WORLD = 2
 STEPS = 4
@@ -36,10 +35,7 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def setup():
-    corpus = bible_subset(40)
-    tokenizer = tiny_wordpiece(corpus["text"])
-    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=32)
-    return tokenizer, blocks
+    return tiny_blocks(40)
 
 
 @contextlib.contextmanager

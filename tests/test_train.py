@@ -16,22 +16,18 @@ from nlpssl.checkpoints import (
     complete_checkpoints, completes_checkpoints, find_resume_point, load_checkpoint, newest_common_step, save_checkpoint,
 )
 from nlpssl.data.collators import MLMCollator
-from nlpssl.data.text import tokenize_and_pack
 from nlpssl.errors import UserError
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
 from nlpssl.optim import parameter_groups
 from nlpssl.train import TrainConfig, train
 from nlpssl.objectives.base import Objective, sub_state_dict
-from tests.helpers import TINY_DIMS, accelerator_rank, bible_subset, read_metrics, run_gloo_ranks, tiny_wordpiece, train_losses
+from tests.helpers import TINY_DIMS, accelerator_rank, read_metrics, run_gloo_ranks, tiny_blocks, train_losses
 
 
 @pytest.fixture(scope="module")
 def setup():
-    corpus = bible_subset(40)
-    tokenizer = tiny_wordpiece(corpus["text"])
-    blocks, _ = tokenize_and_pack(corpus, tokenizer, block_size=32)
-    return tokenizer, blocks
+    return tiny_blocks(40)
 
 
 def _run(setup, output_dir, max_steps, init_seed=0, **options):
