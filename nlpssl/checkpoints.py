@@ -18,6 +18,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from accelerate import Accelerator
 
@@ -34,6 +35,7 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
 
 def save_checkpoint(
     accelerator: Accelerator, model, output_dir: Path, step: int, keep: int, tokenizer=None, micro_step: int | None = None,
+    describe: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save the full training state after ``step`` optimizer steps; keep the newest ``keep``.
 
@@ -44,7 +46,8 @@ def save_checkpoint(
     main process. ``model/`` is written from the weights gathered on every
     process (``accelerator.get_state_dict``), so it is whole under FSDP and
     ZeRO-3 too; where only the main process receives them (ZeRO-3), other
-    nodes' copies hold the training state without ``model/``.
+    nodes' copies hold the training state without ``model/``. ``describe(folder)``
+    adds to ``model/`` once it is written (the loop's model card).
     """
     final = checkpoint_dir(output_dir, step)
     partial = final.with_name(final.name + ".tmp")
@@ -58,6 +61,8 @@ def save_checkpoint(
         accelerator.unwrap_model(model).export(partial / "model", state_dict=weights)
         if tokenizer is not None:
             tokenizer.save_pretrained(partial / "model")
+        if describe is not None:
+            describe(partial / "model")
         state = {"step": step} | ({"micro_step": micro_step} if micro_step is not None else {})
         (partial / STATE_FILE).write_text(json.dumps(state))
     accelerator.wait_for_everyone()

@@ -78,6 +78,31 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flat_dict(config: Any) -> dict[str, Any]:
+    """The config as one level of ``section.key`` hyperparameters (for experiment trackers).
+
+    Numbers, strings and booleans stay as they are; lists, dicts and None become
+    strings (TensorBoard's hparams take only scalars).
+
+    Example::
+
+        flat_dict(cfg)   # also flat_dict({"train": cfg.train}); {"train.lr": 0.0005, "train.resume": "", "data.corpus": "bible-web", ...}
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict) and value and prefix.count(".") < 1:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif prefix:
+            flat[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
+
+    walk("", config)
+    return flat
+
+
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as yaml (next to the checkpoints)."""
     path = Path(path)

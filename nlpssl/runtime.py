@@ -3,6 +3,8 @@
 - :func:`make_accelerator`: checks the launch (DeepSpeed / FSDP requested
   without what they need, bf16 without hardware support, a node that cannot
   reach the main process: one line each), then Accelerate's ``Accelerator``.
+- :func:`trackers`: ``train.report_to`` as Accelerate's ``log_with`` (a tracker
+  that is asked for but not installed: one line naming the package to install).
 - :func:`apply_model_options`: ``train.compile`` (``torch.compile`` of the
   objective, in place: parameter names and exports are unchanged) and
   ``train.gradient_checkpointing`` (recompute each layer's activations in the
@@ -11,7 +13,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -27,8 +31,35 @@ from nlpssl.sharding import configure_deepspeed
 COMPILE_BACKEND = "inductor"
 
 
-def make_accelerator(precision: str, batch_size: int, max_grad_norm: float) -> Accelerator:
+#: ``train.report_to`` names -> the package each needs
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
+def trackers(report_to: str) -> list[str]:
+    """Accelerate's ``log_with`` for ``train.report_to``: "none", one tracker, or "all" (every installed one).
+
+    Example::
+
+        trackers("tensorboard")   # ["tensorboard"]; a UserError when tensorboard is not installed
+    """
+    if report_to == "none":
+        return []
+    if report_to == "all":
+        return [name for name, package in TRACKER_PACKAGES.items() if importlib.util.find_spec(package) is not None]
+    if report_to not in TRACKER_PACKAGES:
+        raise UserError(f"train.report_to={report_to}: unknown tracker; use one of none, {', '.join(TRACKER_PACKAGES)}, all")
+    package = TRACKER_PACKAGES[report_to]
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"train.report_to={report_to}: the {package} package is not installed; pip install {package}")
+    return [report_to]
+
+
+def make_accelerator(
+    precision: str, batch_size: int, max_grad_norm: float, log_with: list[str] | None = None, project_dir: Path | None = None,
+) -> Accelerator:
     """The run's Accelerator: CPU + gloo without accelerators, else Accelerate's choice (DDP, FSDP, DeepSpeed).
+
+    ``log_with``: Accelerate trackers (see :func:`trackers`), writing under ``project_dir``.
 
     Example::
 
@@ -39,7 +70,10 @@ def make_accelerator(precision: str, batch_size: int, max_grad_norm: float) -> A
     handlers = [InitProcessGroupKwargs(timeout=timeout)] if timeout else []  # used when no recipe joined the processes first
     try:
         with rendezvous_errors():
-            accelerator = Accelerator(mixed_precision=precision, cpu=cpu_only(), kwargs_handlers=handlers)
+            accelerator = Accelerator(
+                mixed_precision=precision, cpu=cpu_only(), kwargs_handlers=handlers,
+                log_with=log_with or None, project_dir=str(project_dir) if project_dir is not None else None,
+            )
     except ValueError as error:
         raise UserError(f"train.precision={precision}: {first_line(error)}") from None
     configure_deepspeed(accelerator, batch_size, max_grad_norm)

@@ -33,12 +33,14 @@ from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
+from nlpssl.config import flat_dict
 from nlpssl.errors import UserError
 from nlpssl.evaluation.evaluator import Evaluator, as_evaluator
 from nlpssl.evaluation.plots import plot_curves
+from nlpssl.model_card import write_model_card
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
-from nlpssl.runtime import apply_model_options, make_accelerator, set_cpu_threads
+from nlpssl.runtime import apply_model_options, make_accelerator, set_cpu_threads, trackers
 from nlpssl.sampling import make_eval_loader, make_loader
 from nlpssl.sharding import evaluation_in_lockstep, whole_model
 from nlpssl.steps import StepTotals, Window, _to_device, accumulate_gradients, evaluation_totals
@@ -73,6 +75,7 @@ class TrainConfig:
     cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
     compile: bool = False  # torch.compile the objective (GPU: faster steps after a compile of a minute or so)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio", "all"] = "none"  # experiment trackers (all: every installed one)
 
 
 _PROGRESS_KEYS = {"step", "loss", "lr", "tokens_per_s", "images_per_s", "skipped_steps"}  # in the bar or silent; anything else is printed
@@ -88,6 +91,7 @@ def train(
     evaluators: Sequence[Evaluator] = (),
     tokenizer=None,
     lengths: Sequence[int] | None = None,
+    hparams: dict | None = None,
 ) -> Objective:
     """Train ``objective`` for ``cfg.max_steps`` optimizer steps; returns the unwrapped objective.
 
@@ -99,6 +103,9 @@ def train(
     afterwards ends training early, and one with ``on_resume(step)`` hears of a resume
     (see :class:`~nlpssl.evaluation.selection.KeepBest`).
     ``lengths`` (one per training row) are used when ``cfg.group_by_length`` is set.
+    ``hparams``: the recipe's resolved config, flat (:func:`nlpssl.config.flat_dict`), for the
+    trackers of ``cfg.report_to`` and the model cards (``README.md``) written with every export;
+    None: the ``train`` options alone.
 
     Example::
 
@@ -107,10 +114,11 @@ def train(
     """
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
         raise UserError("train.max_steps, train.batch_size and train.grad_accum_steps must be at least 1")
-    accelerator = make_accelerator(cfg.precision, cfg.batch_size, cfg.max_grad_norm)
+    output_dir = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.precision, cfg.batch_size, cfg.max_grad_norm, trackers(cfg.report_to), output_dir)
+    hparams = hparams if hparams is not None else flat_dict({"train": cfg})
     set_cpu_threads(accelerator, cfg.cpu_threads)
     set_seed(cfg.seed)
-    output_dir = Path(cfg.output_dir)
     apply_model_options(objective, cfg.compile, cfg.gradient_checkpointing)
     optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     model, optimizer = accelerator.prepare(objective, optimizer)
@@ -120,8 +128,15 @@ def train(
         evaluator.on_resume(start.step)
     if cfg.group_by_length and lengths is None:
         raise UserError("train.group_by_length=true, but this recipe gives no row lengths; set it to false")
-    loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer, lengths if cfg.group_by_length else None)
-    loop.run(start, train_dataset, collator, eval_dataset, evaluators)
+    loop = _Loop(accelerator, model, optimizer, cfg, output_dir, tokenizer, lengths if cfg.group_by_length else None, hparams)
+    accelerator.init_trackers(output_dir.name or "nlpssl", config=hparams)
+    try:
+        loop.run(start, train_dataset, collator, eval_dataset, evaluators)
+    finally:
+        # Not accelerator.end_training(): it also destroys the process group, which the
+        # recipe still needs after train() returns (final evaluation, exports).
+        for tracker in accelerator.trackers:
+            tracker.finish()
     return accelerator.unwrap_model(model)
 
 
@@ -144,9 +159,12 @@ def _resume(accelerator: Accelerator, output_dir: Path, resume: str, grad_accum_
 class _Loop:
     """State of one run: the wrapped model, the optimizer, the metrics file, the progress bar."""
 
-    def __init__(self, accelerator: Accelerator, model, optimizer, cfg: TrainConfig, output_dir: Path, tokenizer, lengths) -> None:
+    def __init__(
+        self, accelerator: Accelerator, model, optimizer, cfg: TrainConfig, output_dir: Path, tokenizer, lengths,
+        hparams: dict | None = None,
+    ) -> None:
         self.accelerator, self.model, self.optimizer, self.cfg = accelerator, model, optimizer, cfg
-        self.output_dir, self.tokenizer, self.lengths = output_dir, tokenizer, lengths
+        self.output_dir, self.tokenizer, self.lengths, self.hparams = output_dir, tokenizer, lengths, hparams or {}
         self.metrics_path = output_dir / "metrics.jsonl"
         self.unit = accelerator.unwrap_model(model).throughput_unit
         self.count_key = f"num_{self.unit}"
@@ -185,16 +203,19 @@ class _Loop:
                 bar.set_postfix({"loss": f"{record['loss']:.4f}", f"{self.unit}/s": f"{record[f'{self.unit}_per_s']:,.0f}"})
             stop = False
             if (eval_dataset is not None or evaluators) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                self._log({"step": step} | self._evaluate(eval_dataset, collator, evaluators))
+                self._log({"step": step} | self._evaluate(eval_dataset, collator, evaluators, step))
                 stop = self._early_stop(evaluators)
             if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
-                save_checkpoint(accelerator, self.model, self.output_dir, step, cfg.keep_checkpoints, self.tokenizer, micro_step)
+                save_checkpoint(
+                    accelerator, self.model, self.output_dir, step, cfg.keep_checkpoints, self.tokenizer, micro_step,
+                    describe=lambda folder, step=step: self._write_card(folder, step),
+                )
             bar.update(1)
             if stop:
                 accelerator.print(f"nlpssl: early stop at step {step}: no improvement in the last evaluations")
                 break
         bar.close()
-        self._export_final()
+        self._export_final(step)
 
     def _optimizer_step(self, micro_batches: Sequence[dict], progress: float) -> StepTotals | None:
         """Accumulate the micro-batches, clip, step; None when fp16's scaler skipped the update."""
@@ -222,7 +243,7 @@ class _Loop:
         return self.accelerator.device.type == "cuda"
 
     @torch.no_grad()
-    def _evaluate(self, eval_dataset, collator, evaluators) -> dict:
+    def _evaluate(self, eval_dataset, collator, evaluators, step: int) -> dict:
         model, accelerator = self.model, self.accelerator
         model.eval()
         metrics = {}
@@ -235,7 +256,7 @@ class _Loop:
                     results = evaluator(accelerator.unwrap_model(model))
                     if accelerator.is_main_process:
                         metrics |= results
-        self._export_requested(evaluators)
+        self._export_requested(evaluators, step, metrics)
         model.train()
         return metrics
 
@@ -267,23 +288,33 @@ class _Loop:
         )
         return list(loader) if materialise else loader
 
-    def _export_requested(self, evaluators) -> None:
+    def _export_requested(self, evaluators, step: int, metrics: dict) -> None:
         """Write the exports the evaluators asked for (KeepBest's ``best/``): the main process decided them."""
         if not evaluators:
             return
         folders = broadcast_object_list([[e.pending_export() for e in evaluators] if self.accelerator.is_main_process else None])[0]
         for evaluator, folder in zip(evaluators, folders):
             if folder is not None:
-                self._export(Path(folder))
+                self._export(Path(folder), step, metrics)
                 if self.accelerator.is_main_process:
                     evaluator.on_exported(Path(folder))
         self.accelerator.wait_for_everyone()
 
-    def _export(self, directory: Path) -> None:
-        """``objective.export`` of the weights gathered on every process, written by the main process."""
+    def _export(self, directory: Path, step: int, metrics: dict | None = None) -> None:
+        """``objective.export`` of the weights gathered on every process and its model card, written by the main process.
+
+        ``metrics``: evaluation results not in metrics.jsonl yet (the evaluation that asked for the export).
+        """
         weights = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             self.accelerator.unwrap_model(self.model).export(directory, state_dict=weights)
+            self._write_card(directory, step, metrics)
+
+    def _write_card(self, directory: Path, step: int, metrics: dict | None = None) -> None:
+        cfg = self.cfg
+        seen = step * cfg.batch_size * cfg.grad_accum_steps * self.accelerator.num_processes
+        objective = self.accelerator.unwrap_model(self.model)
+        write_model_card(directory, objective, self.output_dir, step, self.hparams, seen, metrics)
 
     def _early_stop(self, evaluators) -> bool:
         """Whether an evaluator asks to stop (``should_stop``); evaluators run on the main process, so it decides."""
@@ -299,6 +330,9 @@ class _Loop:
             handle.write(json.dumps(record) + "\n")
         if any(k not in _PROGRESS_KEYS for k in record):  # evaluation results get a line of their own
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if self.accelerator.trackers:
+            numbers = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.accelerator.log(numbers, step=record["step"])
 
     def _truncate_metrics_after(self, step: int) -> None:
         """On resume, drop records a crashed run wrote after its last checkpoint."""
@@ -310,10 +344,10 @@ class _Loop:
         kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
-    def _export_final(self) -> None:
+    def _export_final(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
         final = self.output_dir / "final"
-        self._export(final)
+        self._export(final, step)
         if self.accelerator.is_main_process:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(final)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from nlpssl.config import load_config, save_config
+from nlpssl.config import flat_dict, load_config, save_config
 from nlpssl.data.classification import token_lengths
 from nlpssl.data.collators import ClassificationCollator
 from nlpssl.data.tokenizer import load_tokenizer
@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
     objective = train(
         SequenceClassification(model), training_rows(splits), collator, cfg.train,
         evaluators=[selector] if selector else [], tokenizer=tokenizer, lengths=token_lengths(splits.train),
+        hparams=flat_dict(cfg),
     )
     if state.is_main_process:
         if selector is not None:  # report the kept model, not the last one

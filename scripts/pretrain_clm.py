@@ -15,7 +15,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from nlpssl.config import load_config
+from nlpssl.config import flat_dict, load_config
 from nlpssl.data.collators import CausalLMCollator
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.generation import TextSample
@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
     train(
         CausalLM(model), data.train_blocks, data.collator, cfg.train,
         eval_dataset=data.valid_blocks, evaluators=[sample], tokenizer=data.tokenizer,
+        hparams=flat_dict(cfg),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from nlpssl.config import load_config
+from nlpssl.config import flat_dict, load_config
 from nlpssl.data.collators import MLMCollator
 from nlpssl.errors import exit_on_user_error
 from nlpssl.models.text import build_mlm_model
@@ -36,7 +36,10 @@ def main(argv: list[str]) -> None:
     set_seed(cfg.train.seed)
     model = build_mlm_model(data.tokenizer, cfg.model, cfg.model.checkpoint)
     objective = MaskedLM(model, sparse_prediction=mlm.sparse_prediction)
-    train(objective, data.train_blocks, data.collator, cfg.train, eval_dataset=data.valid_blocks, tokenizer=data.tokenizer)
+    train(
+        objective, data.train_blocks, data.collator, cfg.train, eval_dataset=data.valid_blocks, tokenizer=data.tokenizer,
+        hparams=flat_dict(cfg),
+    )
 
 
 if __name__ == "__main__":

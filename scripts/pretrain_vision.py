@@ -19,7 +19,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from nlpssl.config import load_config, save_config
+from nlpssl.config import flat_dict, load_config, save_config
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.vision import KNNMonitor
 from nlpssl.objectives.vision_base import ImageCollator
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
     evaluators = [KNNMonitor(*sets, cfg.eval.knn_k, cfg.eval.knn_temperature, cfg.eval.batch_size)] if sets else []
     if state.is_main_process:
         save_config(cfg, output_path(cfg.train, "config.yaml"))
-    trained = train(objective, splits["train"], ImageCollator(), cfg.train, evaluators=evaluators)
+    trained = train(objective, splits["train"], ImageCollator(), cfg.train, evaluators=evaluators, hparams=flat_dict(cfg))
     if state.is_main_process:
         results = final_evaluation(cfg, trained, splits, sets, Path(cfg.train.output_dir))
         print(json.dumps(results))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from nlpssl.config import load_config, save_config
+from nlpssl.config import flat_dict, load_config, save_config
 from nlpssl.data.pairs import SentenceViewsCollator
 from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.selection import KeepBest
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
     if dev is not None:
         evaluators.append(KeepBest(dev, "stsb_dev", output_path(cfg.train, "best"), tokenizer))
     lengths = row_lengths(sentences, columns) if cfg.train.group_by_length else None
-    train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer, lengths=lengths)
+    train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer, lengths=lengths, hparams=flat_dict(cfg))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,13 @@ class Objective(nn.Module):
     eval_perplexity: bool = False
     #: what throughput counts: ``forward`` may return ``num_<unit>`` and the loop logs ``<unit>_per_s``
     throughput_unit: str = "tokens"
+    #: model card (:mod:`nlpssl.model_card`): the Hub's pipeline tag, loading library, the objective's tag and
+    #: words, and a snippet loading the exported folder (``{path}`` is filled in)
+    card_pipeline_tag: str | None = None
+    card_library: str = "transformers"
+    card_tag: str | None = None  # None: the class name in lower case
+    card_description: str | None = None
+    card_usage: str = ""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

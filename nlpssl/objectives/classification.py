@@ -29,6 +29,12 @@ class SequenceClassification(ModelObjective):
         loss = objective(ClassificationCollator(tokenizer)(rows))["loss"]
     """
 
+    card_pipeline_tag, card_tag, card_description = "text-classification", "classification", "sequence classification fine-tuning"
+    card_usage = (
+        'from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n'
+        'model = AutoModelForSequenceClassification.from_pretrained("{path}")\ntokenizer = AutoTokenizer.from_pretrained("{path}")'
+    )
+
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__(model)
         self.regression = model.config.num_labels == 1

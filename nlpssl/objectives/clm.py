@@ -56,6 +56,8 @@ class CausalLM(ModelObjective):
     """
 
     eval_perplexity = True
+    card_pipeline_tag, card_tag, card_description = "text-generation", "clm", "causal language modelling"
+    card_usage = 'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{path}")'
 
     def __init__(self, model: PreTrainedModel, sparse_prediction: bool = True) -> None:
         super().__init__(model)

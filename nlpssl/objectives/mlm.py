@@ -31,6 +31,8 @@ class MaskedLM(ModelObjective):
     """
 
     eval_perplexity = True
+    card_pipeline_tag, card_tag, card_description = "fill-mask", "mlm", "masked language modelling"
+    card_usage = 'from transformers import pipeline\n\nfill = pipeline("fill-mask", model="{path}")'
 
     def __init__(self, model: PreTrainedModel, sparse_prediction: bool = True) -> None:
         super().__init__(model)

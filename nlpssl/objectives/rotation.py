@@ -33,6 +33,8 @@ class RotationPrediction(VisionObjective):
         objective(batch)["loss"]  # log(4) at chance
     """
 
+    card_tag = "rotation"
+
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, views: BatchViews) -> None:
         super().__init__(backbone, spec, views)
         self.classifier = MLPHead(backbone.feature_dim, backbone.feature_dim, NUM_ROTATIONS)

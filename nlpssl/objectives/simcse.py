@@ -38,6 +38,10 @@ class SimCSE(Objective):
         loss = objective(SentenceViewsCollator(tokenizer, ["text"], repeat=2)(rows))["loss"]
     """
 
+    card_pipeline_tag, card_library, card_tag = "sentence-similarity", "sentence-transformers", "simcse"
+    card_description = "SimCSE (contrastive sentence embeddings, InfoNCE)"
+    card_usage = 'from sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer("{path}")'
+
     def __init__(
         self, encoder: PreTrainedModel, pooler: SentencePooler, num_views: int = 2,
         temperature: float = 0.05, gather: bool = True, max_seq_length: int = 32,

@@ -45,6 +45,8 @@ class VisionObjective(Objective):
     """
 
     throughput_unit = "images"
+    card_pipeline_tag, card_library = "image-feature-extraction", "nlpssl"
+    card_usage = 'from nlpssl.models.vision import load_backbone\n\nbackbone, spec = load_backbone("{path}")'
 
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, views: BatchViews | None) -> None:
         super().__init__()
