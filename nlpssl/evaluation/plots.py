@@ -44,22 +44,40 @@ def plot_curves(run_dir: str | Path, output: str | Path | None = None) -> Path |
 
         plot_curves("outputs/vision/simclr")   # outputs/vision/simclr/curves.png
     """
-    series = curve_series(read_records(run_dir))
-    if not series:
+    return plot_runs([run_dir], output or Path(run_dir) / "curves.png")
+
+
+def plot_runs(run_dirs: list[str | Path], output: str | Path) -> Path | None:
+    """One panel per logged quantity, a line per run (labelled by folder name); None without records.
+
+    Works on a run in progress: a torn last line of ``metrics.jsonl`` is skipped.
+
+    Example::
+
+        plot_runs(["outputs/mlm", "runs/mlm_lr1e-3"], "compare.png")
+    """
+    runs = {Path(run).resolve().name: curve_series(read_records(run)) for run in run_dirs}
+    keys = list(dict.fromkeys(key for series in runs.values() for key in series))
+    if not keys:
         return None
-    columns = min(3, len(series))
-    rows = math.ceil(len(series) / columns)
+    columns = min(3, len(keys))
+    rows = math.ceil(len(keys) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    for index, (key, (steps, values)) in enumerate(series.items()):
+    for index, key in enumerate(keys):
         axes = figure.add_subplot(rows, columns, index + 1)
-        axes.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
+        for label, series in runs.items():
+            if key in series:
+                steps, values = series[key]
+                axes.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
         axes.set_title(key.replace("_", " "))
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         if key == "lr":
             axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    figure.suptitle(Path(run_dir).resolve().name)
-    output = Path(output) if output else Path(run_dir) / "curves.png"
+        if len(runs) > 1 and index == 0:
+            axes.legend(fontsize=8)
+    figure.suptitle(", ".join(runs))
+    output = Path(output)
     figure.savefig(output, dpi=100)
     return output
