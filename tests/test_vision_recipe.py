@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -25,7 +24,7 @@ from nlpssl.config import load_config
 from nlpssl.errors import UserError
 from nlpssl.models.momentum import KeyQueue
 from nlpssl.recipes.vision import METHODS, VisionRecipe, backbone_spec, check_recipe, method_shortcut
-from tests.helpers import read_metrics
+from tests.helpers import free_port, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -171,12 +170,6 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(pretrain_visio
 
 
 # ---- two processes through accelerate launch ----
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch_two_processes(method: str, out: Path) -> subprocess.Popen:

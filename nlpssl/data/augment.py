@@ -109,7 +109,7 @@ def to_float(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torc
         pixels = to_float(batch["images"].to(device))  # (B, 3, 32, 32) float32
         features = backbone(pixels)
     """
-    return _normalise(images.float() / 255.0, mean, std)
+    return normalise(images.float() / 255.0, mean, std)
 
 
 class BatchViews(torch.nn.Module):
@@ -162,7 +162,7 @@ class BatchViews(torch.nn.Module):
         self._check(images)
         pixels = images.float() / 255.0  # (B, C, H, W) in [0, 1]
         if self.preset == "none":
-            return [_normalise(_resize(pixels, self.image_size), self.mean, self.std)] * self.num_views
+            return [normalise(_resize(pixels, self.image_size), self.mean, self.std)] * self.num_views
         devices = [images.device] if images.is_cuda else []
         with torch.random.fork_rng(devices=devices):
             torch.random.default_generator.manual_seed(seed)
@@ -170,7 +170,7 @@ class BatchViews(torch.nn.Module):
                 with torch.cuda.device(images.device):
                     torch.cuda.manual_seed(seed)
             views = [pipeline(pixels) for pipeline in self._pipelines]  # each (B, C, S, S)
-        return [_normalise(view, self.mean, self.std) for view in views]
+        return [normalise(view, self.mean, self.std) for view in views]
 
     def _check(self, images: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != self.channels:
@@ -219,10 +219,22 @@ def _resize(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.interpolate(pixels, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def _normalise(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+def normalise(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     """(B, C, H, W) in [0, 1] -> (pixels - mean) / std per channel."""
+    mean_column, std_column = _channel_columns(pixels, mean, std)
+    return (pixels - mean_column) / std_column
+
+
+def denormalise(normalised: torch.Tensor, mean, std) -> torch.Tensor:
+    """The inverse of :func:`normalise`, clamped to [0, 1]: pixels to look at or convert (e.g. to Lab)."""
+    mean_column, std_column = _channel_columns(normalised, mean, std)
+    return (normalised * std_column + mean_column).clamp(0.0, 1.0)
+
+
+def _channel_columns(pixels: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as (1, C, 1, 1) tensors on the pixels' device and dtype."""
     if len(mean) != pixels.shape[1] or len(std) != pixels.shape[1]:
         raise UserError(f"mean and std need {pixels.shape[1]} values (one per channel), got {len(mean)} and {len(std)}")
     mean_column = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
     std_column = torch.tensor(std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    return (pixels - mean_column) / std_column
+    return mean_column, std_column

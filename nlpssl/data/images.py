@@ -85,6 +85,11 @@ class ImageSet:
             batch["labels"] = self.labels[rows]  # (B,)
         return batch
 
+    def select(self, rows: torch.Tensor) -> ImageSet:
+        """The images at ``rows`` (R,) as a new set (copied out of any memory map), classes kept."""
+        labels = self.labels[rows] if self.labels is not None else None
+        return ImageSet(self.images[rows], labels, self.class_names, self.skipped)
+
     def __getitem__(self, index: int) -> dict:
         item = {"images": self.images[index].clone()}  # (C, S, S)
         if self.labels is not None:
@@ -166,11 +171,7 @@ def _hold_out(train: ImageSet, test_fraction: float, seed: int) -> dict[str, Ima
         return {"train": train}
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))  # (N,)
     test_rows, train_rows = order[:test_count].sort().values, order[test_count:].sort().values
-
-    def subset(rows: torch.Tensor) -> ImageSet:
-        return ImageSet(train.images[rows], train.labels[rows], train.class_names, train.skipped)
-
-    return {"train": subset(train_rows), "test": subset(test_rows)}
+    return {"train": train.select(train_rows), "test": train.select(test_rows)}
 
 
 # ---- planning: which file goes to which split and class ----

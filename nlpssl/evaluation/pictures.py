@@ -11,6 +11,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nlpssl.data.augment import denormalise
+
 ROWS = ("original", "masked", "reconstruction")
 
 
@@ -32,11 +34,9 @@ def mae_rows(objective, images: torch.Tensor, seed: int = 0) -> list[torch.Tenso
     mean, spread = patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1e-6).sqrt()  # (B, N, 1)
     filled = torch.where(hidden, predicted * spread + mean, patches)
     blanked = torch.where(hidden, torch.zeros_like(patches), patches)
-    std = torch.tensor(spec.std, device=view.device).view(1, -1, 1, 1)
-    centre = torch.tensor(spec.mean, device=view.device).view(1, -1, 1, 1)
 
     def to_unit(normalised: torch.Tensor) -> torch.Tensor:
-        return (normalised * std + centre).clamp(0.0, 1.0).cpu()
+        return denormalise(normalised, spec.mean, spec.std).cpu()
 
     return [to_unit(view), to_unit(mae.unpatchify(blanked)), to_unit(mae.unpatchify(filled))]
 

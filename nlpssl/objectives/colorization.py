@@ -10,7 +10,7 @@ import torch
 from kornia.color import rgb_to_lab
 from torch import nn
 
-from nlpssl.data.augment import BatchViews
+from nlpssl.data.augment import BatchViews, denormalise, normalise
 from nlpssl.losses import masked_mse
 from nlpssl.models.vision import BackboneSpec
 from nlpssl.objectives.vision_base import VisionObjective
@@ -45,15 +45,12 @@ class Colorization(VisionObjective):
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, views: BatchViews) -> None:
         super().__init__(backbone, spec, views)
         self.decoder = _upsampling_decoder(backbone.feature_dim, upsamplings=3)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
 
     def split_lab(self, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised RGB view -> (grey input in the backbone's normalisation (B, 3, S, S), ab target (B, 2, S, S))."""
-        rgb = (view * self.std + self.mean).clamp(0.0, 1.0)
-        lab = rgb_to_lab(rgb.float())  # (B, 3, S, S): L in [0, 100]
+        lab = rgb_to_lab(denormalise(view.float(), self.spec.mean, self.spec.std))  # (B, 3, S, S): L in [0, 100]
         grey = (lab[:, :1] / 100.0).expand(-1, 3, -1, -1)
-        return (grey - self.mean) / self.std, lab[:, 1:] / AB_SCALE
+        return normalise(grey, self.spec.mean, self.spec.std), lab[:, 1:] / AB_SCALE
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         (view,) = self.make_views(batch)  # (B, 3, S, S)

@@ -167,13 +167,9 @@ def load_splits(cfg: VisionRecipe) -> dict:
 
 def subset(images, count: int | None, seed: int):
     """A seeded random subset of at most ``count`` images (all of them when count is None or larger)."""
-    from nlpssl.data.images import ImageSet
-
     if count is None or count >= len(images):
         return images
-    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    rows = images.__getitems__(keep.tolist())
-    return ImageSet(rows["images"], rows.get("labels"), images.class_names)
+    return images.select(torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count].sort().values)
 
 
 def evaluation_sets(cfg: VisionRecipe, splits: dict) -> tuple | None:
