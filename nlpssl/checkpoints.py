@@ -22,8 +22,10 @@ from typing import Callable
 
 from accelerate import Accelerator
 
+from nlpssl.atomic import disk_errors, folder_bytes, removed_on_error
 from nlpssl.distributed import gather_objects
 from nlpssl.errors import UserError
+from nlpssl.safe_loading import verify_checkpoint
 
 STATE_FILE = "trainer_state.json"
 
@@ -48,6 +50,10 @@ def save_checkpoint(
     ZeRO-3 too; where only the main process receives them (ZeRO-3), other
     nodes' copies hold the training state without ``model/``. ``describe(folder)``
     adds to ``model/`` once it is written (the loop's model card).
+
+    A full disk or a folder that cannot be written ends the run with one line
+    naming the folder and the space needed (:func:`checkpoint_bytes_needed`);
+    the partial folder is removed and the previous checkpoints stay as they were.
     """
     final = checkpoint_dir(output_dir, step)
     partial = final.with_name(final.name + ".tmp")
@@ -55,20 +61,22 @@ def save_checkpoint(
     if writer and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    _save_state(accelerator, partial, on_this_node=writer)
-    weights = accelerator.get_state_dict(model)  # on every process: gathered from the shards under FSDP / ZeRO-3
-    if writer and weights:  # ZeRO-3 gathers onto the main process only: other nodes' copies skip model/
-        accelerator.unwrap_model(model).export(partial / "model", state_dict=weights)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(partial / "model")
-        if describe is not None:
-            describe(partial / "model")
-        state = {"step": step} | ({"micro_step": micro_step} if micro_step is not None else {})
-        (partial / STATE_FILE).write_text(json.dumps(state))
+    needed = checkpoint_bytes_needed(output_dir, accelerator.unwrap_model(model)) if writer else None
+    with disk_errors(partial, needed, f"checkpoint {final.name}"), removed_on_error(partial if writer else None):
+        _save_state(accelerator, partial, on_this_node=writer)
+        weights = accelerator.get_state_dict(model)  # on every process: gathered from the shards under FSDP / ZeRO-3
+        if writer and weights:  # ZeRO-3 gathers onto the main process only: other nodes' copies skip model/
+            accelerator.unwrap_model(model).export(partial / "model", state_dict=weights)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(partial / "model")
+            if describe is not None:
+                describe(partial / "model")
+            state = {"step": step} | ({"micro_step": micro_step} if micro_step is not None else {})
+            (partial / STATE_FILE).write_text(json.dumps(state))
     accelerator.wait_for_everyone()
     if writer:
         if final.exists():
-            shutil.rmtree(final)
+            _delete(final)
         partial.rename(final)
     # Prune only once every node holds the new checkpoint: a crash in between leaves the old one everywhere.
     accelerator.wait_for_everyone()
@@ -76,6 +84,20 @@ def save_checkpoint(
         _prune(final.parent, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_bytes_needed(output_dir: Path, model) -> int:
+    """What the next checkpoint will take on disk: the newest complete one's size, else 4 x the parameter bytes.
+
+    (Four: the weights, Adam's two moments and the exported ``model/``.)
+    """
+    previous = complete_checkpoints(output_dir)
+    return folder_bytes(previous[-1]) if previous else 4 * parameter_bytes(model)
+
+
+def parameter_bytes(model) -> int:
+    """Bytes of ``model``'s parameters (their full size also when sharded)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def completes_checkpoints(accelerator: Accelerator, root: Path) -> bool:
@@ -172,7 +194,12 @@ def newest_common_step(steps_per_process: list[list[int]]) -> int | None:
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
-    """Restore model, optimizer and RNG from ``path``; returns its trainer state (``step``; ``micro_step`` if saved)."""
+    """Restore model, optimizer and RNG from ``path``; returns its trainer state (``step``; ``micro_step`` if saved).
+
+    Its pickles are checked first (:func:`~nlpssl.safe_loading.verify_checkpoint`): one
+    that would run code or is damaged ends the run with one line naming the file.
+    """
+    verify_checkpoint(path)
     accelerator.load_state(str(path))
     return json.loads((Path(path) / STATE_FILE).read_text())
 
@@ -182,7 +209,21 @@ def _step_of(folder: Path) -> int:
 
 
 def _prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and what killed runs left: partial folders, half-deleted ones."""
+    for leftover in [*root.glob(f"{_DELETING}*"), *root.glob("step_*.tmp")]:  # no process is writing: after a barrier
+        shutil.rmtree(leftover, ignore_errors=True)
     if keep < 1:
         return
     for old in complete_checkpoints(root.parent)[:-keep]:
-        shutil.rmtree(old)
+        _delete(old)
+
+
+_DELETING = ".deleting_"  # a checkpoint being deleted: not a step_* name, so never taken for a checkpoint
+
+
+def _delete(folder: Path) -> None:
+    """Remove a checkpoint folder; renamed out of sight first, so a kill mid-delete never leaves a step_N missing files."""
+    doomed = folder.with_name(_DELETING + folder.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+    folder.rename(doomed)
+    shutil.rmtree(doomed)

@@ -12,6 +12,7 @@ takes plain arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nlpssl.errors import UserError
+from nlpssl.atomic import atomic_write_text
+from nlpssl.errors import UserError, first_line
 
 T = TypeVar("T")
 
@@ -49,7 +51,8 @@ def load_config(schema: type[T], argv: list[str], default_recipe: str | Path | N
         section, _, key = dotted.partition(".")
         if not key:
             raise UserError(f"override --{dotted} needs the form --section.key=value")
-        values.setdefault(section, {})
+        if values.get(section) in (None, ""):  # absent, or an empty `section:` in the yaml
+            values[section] = {}
         if not isinstance(values[section], dict):
             raise UserError(f"section '{section}' must be a mapping")
         values[section][key] = raw
@@ -104,10 +107,16 @@ def flat_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as yaml (next to the checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as yaml (next to the checkpoints), through a temporary file renamed when complete.
+
+    A resume compares its config with this file (:mod:`nlpssl.run_folder`).
+    """
+    atomic_write_text(path, config_yaml(config))
+
+
+def config_yaml(config: Any) -> str:
+    """The resolved config as the yaml text :func:`save_config` writes."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def _parse_argv(argv: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
@@ -132,13 +141,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass an existing yaml with --config")
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not valid UTF-8 at byte offset {error.start}; save the recipe as UTF-8") from None
+    except OSError as error:
+        raise UserError(f"cannot read config file {path} ({first_line(error)})") from None
+    try:
         # Every scalar is read as text and coerced by the field's type, so
         # `5e-4` becomes a float and `no` stays "no" in a string field.
-        data = yaml.load(path.read_text(), Loader=yaml.BaseLoader) or {}
+        data = yaml.load(text, Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid yaml ({getattr(error, 'problem', error)})") from None
+        problem = getattr(error, "problem", None) or first_line(error)
+        raise UserError(f"{path}{line}: not valid yaml ({problem})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections")
     return data
@@ -147,7 +163,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
-        return build(annotation, value if value is not None else {}, where)
+        return build(annotation, value if value not in (None, "") else {}, where)  # yaml's `section:` with nothing under it
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in {"", "none", "null", "~"}):
@@ -176,15 +192,32 @@ def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
                 return text in _TRUE
             raise ValueError
         if annotation is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return _as_int(value)
         if annotation is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
                 raise ValueError
-            return float(value)
+            return number
         if annotation is str:
+            if isinstance(value, (list, dict)):
+                raise ValueError  # a yaml list or mapping where one value belongs
             return value if isinstance(value, str) else str(value)
     except (TypeError, ValueError):
         raise UserError(f"{where}: cannot read '{value}' as {annotation.__name__}") from None
     return value
+
+
+def _as_int(value: Any) -> int:
+    """An integer, also when written as a float (``1e5``, ``10.0``); ValueError for ``1e-3``, ``2.5``, ``nan``, words."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    number = float(value)
+    if not number.is_integer():  # also false for nan and inf
+        raise ValueError
+    return int(number)

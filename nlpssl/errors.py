@@ -9,11 +9,20 @@ from typing import Callable, TypeVar
 F = TypeVar("F", bound=Callable)
 
 
+# Every character str.splitlines() breaks on, shown escaped ("\\n") instead.
+_LINE_BREAKS = str.maketrans({c: c.encode("unicode_escape").decode() for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
 class UserError(Exception):
     """An expected mistake in the user's input (a file, a config key, a column).
 
     Scripts print its message on one line and exit with status 2, no traceback.
+    Messages echo user input (values, column names, lines of a file); a line
+    break inside it is shown escaped, so the message stays one line.
     """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(str(message).translate(_LINE_BREAKS))
 
 
 def exit_on_user_error(main: F) -> F:

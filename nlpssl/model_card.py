@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from nlpssl.atomic import TMP_SUFFIX
+
 #: corpora whose licence is known: name -> (license metadata, a sentence for the body)
 KNOWN_LICENSES = {"bible-web": ("other", "The training text, the World English Bible, is in the public domain.")}
 #: config keys that name the training data, the first one present wins
@@ -50,7 +52,8 @@ def write_model_card(
         meta["license"], license_line = KNOWN_LICENSES[data]
     if data:
         meta["datasets"] = [data]
-    lines = [f"# {directory.resolve().parent.name}/{directory.name}", ""]
+    shown = _final_name(directory.resolve())  # the card names the folder as it will be, not its temporary name
+    lines = [f"# {shown.parent.name}/{shown.name}", ""]
     lines.append(f"Trained by nlpssl with {objective.card_description or type(objective).__name__} for {step} optimizer steps.")
     if examples_seen is not None:
         unit = "images" if objective.throughput_unit == "images" else "sequences"
@@ -66,11 +69,22 @@ def write_model_card(
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in figures.items()]
     if objective.card_usage:
-        lines += ["", "## How to load", "", "```python", objective.card_usage.format(path=directory.resolve()), "```"]
+        lines += ["", "## How to load", "", "```python", objective.card_usage.format(path=shown), "```"]
     text = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + "\n".join(lines) + "\n"
     path = directory / "README.md"
     path.write_text(text)
     return path
+
+
+def _final_name(directory: Path) -> Path:
+    """``run/best.tmp`` -> ``run/best``, ``checkpoints/step_000006.tmp/model`` -> ``checkpoints/step_000006/model``.
+
+    Exports and checkpoints are written under a ``.tmp`` name and renamed when complete (:mod:`nlpssl.atomic`).
+    """
+    parts = list(directory.parts)
+    for at in range(max(len(parts) - 2, 0), len(parts)):  # the folder and its parent: a checkpoint's model/
+        parts[at] = parts[at].removesuffix(TMP_SUFFIX)
+    return Path(*parts)
 
 
 def _latest_evaluation(run_dir: Path) -> dict:

@@ -94,6 +94,15 @@ def accumulation_boundary(accelerator: Accelerator, model, last: bool):
     return contextlib.nullcontext() if last else accelerator.no_sync(model)
 
 
+def optimizer_steps_in_backward(accelerator: Accelerator) -> bool:
+    """True under DeepSpeed: its engine updates the weights inside the last micro-batch's ``backward``.
+
+    So the loop cannot hold back an update after seeing its gradients (a
+    non-finite step); DeepSpeed's own loss scaler skips fp16 overflows.
+    """
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def configure_deepspeed(accelerator: Accelerator, batch_size: int, max_grad_norm: float) -> None:
     """Give DeepSpeed the loop's micro-batch size and clipping (call before ``prepare``; nothing elsewhere).
 

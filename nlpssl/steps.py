@@ -4,6 +4,8 @@ The loss of an optimizer step is the mean over every target of all its
 micro-batches on all processes (:func:`accumulate_gradients`), so gradient
 accumulation and the number of processes do not change what is optimised.
 Counts stay on the training device; :class:`Window` reads them once per log step.
+Before each update :func:`check_step` reads three flags, agreed by every process:
+is the loss finite, is the gradient norm finite, was a process asked to stop.
 """
 
 from __future__ import annotations
@@ -55,6 +57,48 @@ def accumulate_gradients(accelerator: Accelerator, model, micro_batches: Sequenc
         loss_sum = loss_sum + summed.detach()
         throughput = throughput + _on(out.get(count_key, batch_size_of(batch)), device, torch.float32)
     return StepTotals(loss_sum, targets, throughput)
+
+
+class StepCheck(NamedTuple):
+    """What every process agrees on after an optimizer step's backward pass, before the update."""
+
+    loss_finite: bool  # the step's loss is finite on every process
+    grad_finite: bool  # the gradient norm (global: reduced over the processes) is finite
+    stop_requested: bool  # some process received a stop signal (:mod:`nlpssl.preemption`)
+
+    @property
+    def finite(self) -> bool:
+        return self.loss_finite and self.grad_finite
+
+    @property
+    def non_finite(self) -> str:
+        """What was not finite: "loss", "gradient norm" or both ("" when all was finite)."""
+        return " and ".join(name for name, finite in (("loss", self.loss_finite), ("gradient norm", self.grad_finite)) if not finite)
+
+
+def check_step(accelerator: Accelerator, loss_sum: torch.Tensor, grad_norm, stop_requested: bool) -> StepCheck:
+    """Whether the step's loss and gradient norm are finite and whether any process was asked to stop: one answer for all.
+
+    ``loss_sum``: this process's (:attr:`StepTotals.loss_sum`); ``grad_norm``:
+    what ``clip_grad_norm_`` returned (the same on every process, as DDP and FSDP
+    reduce the gradients first; None where unknown). One all-reduce of three
+    numbers and one host read per optimizer step, the loop's only one: on a GPU
+    the read waits for the backward pass, so the host cannot queue the next
+    step's kernels early. That is the price of never applying a NaN update and
+    of every process stopping at the same step.
+
+    Example::
+
+        check = check_step(accelerator, totals.loss_sum, accelerator.clip_grad_norm_(params, 1.0), signals.received is not None)
+        if check.finite: optimizer.step()
+    """
+    device = accelerator.device
+    grad_norm = _on(0.0 if grad_norm is None else grad_norm, device, torch.float32)
+    flags = torch.stack([
+        ~torch.isfinite(_on(loss_sum, device, torch.float32)), ~torch.isfinite(grad_norm), _on(stop_requested, device),
+    ]).float()  # (3,) 1 where not finite / asked to stop
+    loss_bad, grad_bad, stop = accelerator.reduce(flags, reduction="sum").tolist()  # the one host read of the step
+    return StepCheck(loss_bad == 0, grad_bad == 0, stop > 0)
 
 
 @torch.no_grad()

@@ -9,8 +9,12 @@ data position, so ``--train.resume`` continues exactly.
 The loss of an optimizer step is the mean over every target of all its
 micro-batches on all processes (:func:`accumulate_gradients`), so gradient
 accumulation and the number of processes do not change what is optimised.
-Values are read from the device only at log, evaluation and save steps. The
-step arithmetic (accumulation, evaluation sums, log windows) lives in :mod:`nlpssl.steps`.
+Values are read from the device at log, evaluation and save steps, and once per
+step three flags (:func:`~nlpssl.steps.check_step`): a step whose loss or gradient
+norm is not finite on some process is skipped on all (``train.max_bad_steps`` in a
+row end the run), and a stop signal (:mod:`nlpssl.preemption`) seen by any process
+makes every process save that step and exit with status 75. The step arithmetic
+(accumulation, evaluation sums, log windows, the check) lives in :mod:`nlpssl.steps`.
 
 Under FSDP and DeepSpeed ZeRO-3 no process holds the whole model between steps:
 evaluation runs inside :func:`~nlpssl.sharding.whole_model`, and every export
@@ -32,7 +36,8 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
-from nlpssl.checkpoints import find_resume_point, load_checkpoint, save_checkpoint
+from nlpssl.atomic import atomic_folder, atomic_write_text, disk_errors
+from nlpssl.checkpoints import checkpoint_dir, find_resume_point, load_checkpoint, parameter_bytes, save_checkpoint
 from nlpssl.config import flat_dict
 from nlpssl.errors import UserError
 from nlpssl.evaluation.evaluator import Evaluator, as_evaluator
@@ -40,10 +45,11 @@ from nlpssl.evaluation.plots import plot_curves
 from nlpssl.model_card import write_model_card
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
+from nlpssl.preemption import PREEMPTED_EXIT_STATUS, Preempted, StopSignals
 from nlpssl.runtime import apply_model_options, make_accelerator, set_cpu_threads, trackers
 from nlpssl.sampling import make_eval_loader, make_loader
-from nlpssl.sharding import evaluation_in_lockstep, whole_model
-from nlpssl.steps import StepTotals, Window, _to_device, accumulate_gradients, evaluation_totals
+from nlpssl.sharding import evaluation_in_lockstep, optimizer_steps_in_backward, whole_model
+from nlpssl.steps import StepCheck, StepTotals, Window, _to_device, accumulate_gradients, check_step, evaluation_totals
 
 
 @dataclass
@@ -62,6 +68,7 @@ class TrainConfig:
     adam_beta2: float = 0.98
     adam_eps: float = 1e-6
     max_grad_norm: float = 1.0
+    max_bad_steps: int = 3  # optimizer steps in a row whose loss or gradient norm is not finite (each skipped) before the run stops
     precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     log_every: int = 10
@@ -70,6 +77,7 @@ class TrainConfig:
     save_every: int = 100
     keep_checkpoints: int = 2
     resume: str = ""  # "", "auto" (latest checkpoint in output_dir) or a checkpoint folder
+    overwrite: bool = False  # start over in an output_dir that holds another run: the scripts clear it at start (nlpssl.run_folder)
     num_workers: int = 0
     group_by_length: bool = False  # batch rows of similar length (needs `lengths` from the recipe)
     cpu_threads: int | None = None  # torch threads on CPU; default: cores / local processes
@@ -114,6 +122,8 @@ def train(
     """
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum_steps < 1:
         raise UserError("train.max_steps, train.batch_size and train.grad_accum_steps must be at least 1")
+    if cfg.max_bad_steps < 1:
+        raise UserError(f"train.max_bad_steps={cfg.max_bad_steps}: must be at least 1 (non-finite steps skipped in a row before the run stops)")
     output_dir = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.precision, cfg.batch_size, cfg.max_grad_norm, trackers(cfg.report_to), output_dir)
     hparams = hparams if hparams is not None else flat_dict({"train": cfg})
@@ -141,10 +151,18 @@ def train(
 
 
 class Position(NamedTuple):
-    """Where a run stands: optimizer steps done and micro-batches read (they differ when fp16 skipped updates)."""
+    """Where a run stands: optimizer steps done and micro-batches read (they differ when updates were skipped)."""
 
     step: int
     micro_step: int
+
+
+class _Attempt(NamedTuple):
+    """One optimizer step attempted: its sums (None when no update happened), what the processes agreed on, why skipped."""
+
+    totals: StepTotals | None
+    check: StepCheck
+    skipped: Literal["scaler", "non-finite"] | None
 
 
 def _resume(accelerator: Accelerator, output_dir: Path, resume: str, grad_accum_steps: int) -> Position:
@@ -181,54 +199,105 @@ class _Loop:
         self._truncate_metrics_after(step)
         bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
         self.model.train()  # from_pretrained returns eval mode: dropout would be off
-        window, skipped_in_a_row = Window(), 0
-        while step < cfg.max_steps:
-            lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            started = time.perf_counter()
-            micro_batches = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum_steps)]
-            micro_step += cfg.grad_accum_steps
-            totals = self._optimizer_step(micro_batches, progress=(step + 1) / cfg.max_steps)
-            if totals is None:  # fp16 overflow: no update happened, the scaler lowered its scale; same step, next data
-                skipped_in_a_row = _check_skips(skipped_in_a_row + 1)
-                window.skipped += 1
-                continue
-            skipped_in_a_row = 0
-            window.add(totals, time.perf_counter() - started)
-            step += 1
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                record = window.flush(accelerator, self.unit) | {"step": step, "lr": lr}
-                self._log(record)
-                bar.set_postfix({"loss": f"{record['loss']:.4f}", f"{self.unit}/s": f"{record[f'{self.unit}_per_s']:,.0f}"})
-            stop = False
-            if (eval_dataset is not None or evaluators) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                self._log({"step": step} | self._evaluate(eval_dataset, collator, evaluators, step))
-                stop = self._early_stop(evaluators)
-            if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
-                save_checkpoint(
-                    accelerator, self.model, self.output_dir, step, cfg.keep_checkpoints, self.tokenizer, micro_step,
-                    describe=lambda folder, step=step: self._write_card(folder, step),
-                )
-            bar.update(1)
-            if stop:
-                accelerator.print(f"nlpssl: early stop at step {step}: no improvement in the last evaluations")
-                break
-        bar.close()
+        window, skipped_in_a_row, bad_in_a_row = Window(), 0, 0
+        saved = start  # the position of the newest checkpoint (a resumed run's, until this run saves)
+        with bar, StopSignals() as signals:  # SIGTERM / SIGINT / SIGUSR1: finish this step, save it, exit 75
+            while step < cfg.max_steps:
+                lr = learning_rate(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                started = time.perf_counter()
+                micro_batches = [_to_device(next(batches), accelerator.device) for _ in range(cfg.grad_accum_steps)]
+                micro_step += cfg.grad_accum_steps
+                attempt = self._optimizer_step(micro_batches, (step + 1) / cfg.max_steps, signals)
+                if attempt.skipped == "scaler":  # fp16 overflow: no update happened, the scaler lowered its scale; same step, next data
+                    skipped_in_a_row = _check_skips(skipped_in_a_row + 1)
+                    window.skipped += 1
+                elif attempt.skipped == "non-finite":  # no update happened, weights and optimizer state untouched; same step, next data
+                    bad_in_a_row = self._skip_non_finite(step + 1, attempt.check, bad_in_a_row + 1, lr)
+                    window.skipped += 1
+                else:
+                    skipped_in_a_row = bad_in_a_row = 0
+                    window.add(attempt.totals, time.perf_counter() - started)
+                    step += 1
+                    if step % cfg.log_every == 0 or step == cfg.max_steps:
+                        record = window.flush(accelerator, self.unit) | {"step": step, "lr": lr}
+                        self._log(record)
+                        bar.set_postfix({"loss": f"{record['loss']:.4f}", f"{self.unit}/s": f"{record[f'{self.unit}_per_s']:,.0f}"})
+                    stop = False
+                    if (eval_dataset is not None or evaluators) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                        self._log({"step": step} | self._evaluate(eval_dataset, collator, evaluators, step))
+                        stop = self._early_stop(evaluators)
+                    if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                        saved = self._save_checkpoint(Position(step, micro_step))
+                    bar.update(1)
+                    if stop:
+                        accelerator.print(f"nlpssl: early stop at step {step}: no improvement in the last evaluations")
+                        break
+                if attempt.check.stop_requested and step < cfg.max_steps:  # in the last step the run just finishes
+                    self._stop_on_signal(signals.received, Position(step, micro_step), saved)
         self._export_final(step)
 
-    def _optimizer_step(self, micro_batches: Sequence[dict], progress: float) -> StepTotals | None:
-        """Accumulate the micro-batches, clip, step; None when fp16's scaler skipped the update."""
-        cfg, accelerator = self.cfg, self.accelerator
+    def _optimizer_step(self, micro_batches: Sequence[dict], progress: float, signals: StopSignals | None = None) -> _Attempt:
+        """Accumulate the micro-batches, clip, check, step.
+
+        No update when the loss or the gradient norm is not finite on some
+        process (weights and optimizer state stay as they were), or when fp16's
+        scaler skipped it (with a scaler, non-finite gradients are its call: it
+        lowers its scale). ``signals``: this process's stop signals, read after
+        the backward pass; the returned check says whether any process got one.
+        """
+        accelerator = self.accelerator
         totals = accumulate_gradients(accelerator, self.model, micro_batches, self.count_key)
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        grad_norm = self._clip_gradients()
+        check = check_step(accelerator, totals.loss_sum, grad_norm, signals is not None and signals.received is not None)
+        if not check.finite and accelerator.scaler is None and not optimizer_steps_in_backward(accelerator):
+            self.optimizer.zero_grad(set_to_none=True)
+            return _Attempt(None, check, "non-finite")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if accelerator.optimizer_step_was_skipped:
-            return None
+            return _Attempt(None, check, "scaler")
         accelerator.unwrap_model(self.model).on_optimizer_step(progress)
-        return totals
+        return _Attempt(totals, check, None)
+
+    def _clip_gradients(self):
+        """Clip to ``train.max_grad_norm`` (0: no clipping); returns the gradient norm before clipping (None: unknown)."""
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else math.inf  # inf: the norm only (gradients x 1.0)
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
+
+    def _skip_non_finite(self, step: int, check: StepCheck, in_a_row: int, lr: float) -> int:
+        """Log a skipped attempt at ``step``; a one-line error after ``train.max_bad_steps`` in a row. Returns ``in_a_row``."""
+        self._log({"step": step, "skipped_non_finite": check.non_finite})
+        if in_a_row >= self.cfg.max_bad_steps:
+            precision = " or train.precision=no" if self.cfg.precision != "no" else ""
+            raise UserError(
+                f"step {step}: non-finite {check.non_finite} in {in_a_row} attempts in a row "
+                f"(train.max_bad_steps={self.cfg.max_bad_steps}); try a lower train.lr (now {lr:.3g}){precision}"
+            )
+        return in_a_row
+
+    def _save_checkpoint(self, position: Position) -> Position:
+        """Write ``checkpoints/step_N`` (every process takes part); returns ``position``."""
+        step, micro_step = position
+        save_checkpoint(
+            self.accelerator, self.model, self.output_dir, step, self.cfg.keep_checkpoints, self.tokenizer, micro_step,
+            describe=lambda folder: self._write_card(folder, step),
+        )
+        return position
+
+    def _stop_on_signal(self, received: str | None, position: Position, saved: Position) -> None:
+        """Save ``position`` (unless the newest checkpoint holds it already) and raise :class:`Preempted` on every process."""
+        if saved != position:
+            self._save_checkpoint(position)
+        checkpoint = checkpoint_dir(self.output_dir, position.step)
+        name = received or "a stop signal to another process"
+        self.accelerator.print(
+            f"nlpssl: {name}: stopped after step {position.step} and saved {checkpoint}; "
+            f"continue with --train.resume=auto (exit status {PREEMPTED_EXIT_STATUS})"
+        )
+        raise Preempted(name, position.step, checkpoint)
 
     def _loader(self, dataset, collator, start_micro_step: int, lengths=None):
         acc = self.accelerator
@@ -295,20 +364,29 @@ class _Loop:
         folders = broadcast_object_list([[e.pending_export() for e in evaluators] if self.accelerator.is_main_process else None])[0]
         for evaluator, folder in zip(evaluators, folders):
             if folder is not None:
-                self._export(Path(folder), step, metrics)
-                if self.accelerator.is_main_process:
-                    evaluator.on_exported(Path(folder))
+                self._export(Path(folder), step, metrics, then=evaluator.on_exported)
         self.accelerator.wait_for_everyone()
 
-    def _export(self, directory: Path, step: int, metrics: dict | None = None) -> None:
+    def _export(
+        self, directory: Path, step: int, metrics: dict | None = None, then: Callable[[Path], None] | None = None,
+    ) -> None:
         """``objective.export`` of the weights gathered on every process and its model card, written by the main process.
 
+        Written into ``directory.tmp`` and renamed when complete (a kill mid-write
+        leaves the previous ``best/`` or ``final/`` whole); ``then(folder)`` adds
+        to it first (the tokenizer, ``best.json``). A full disk or a folder that
+        cannot be written: one line naming it and the space needed.
         ``metrics``: evaluation results not in metrics.jsonl yet (the evaluation that asked for the export).
         """
         weights = self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).export(directory, state_dict=weights)
-            self._write_card(directory, step, metrics)
+            objective = self.accelerator.unwrap_model(self.model)
+            needed = parameter_bytes(objective)
+            with disk_errors(directory, needed, f"the model export {directory.name}/"), atomic_folder(directory) as partial:
+                objective.export(partial, state_dict=weights)
+                self._write_card(partial, step, metrics)
+                if then is not None:
+                    then(partial)
 
     def _write_card(self, directory: Path, step: int, metrics: dict | None = None) -> None:
         cfg = self.cfg
@@ -335,25 +413,33 @@ class _Loop:
             self.accelerator.log(numbers, step=record["step"])
 
     def _truncate_metrics_after(self, step: int) -> None:
-        """On resume, drop records a crashed run wrote after its last checkpoint."""
+        """On resume, drop records a crashed run wrote after its last checkpoint, and a line torn by a kill mid-write."""
         if not self.accelerator.is_main_process or not self.metrics_path.is_file():
             return
         if step == 0:
             self.metrics_path.unlink()
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        lines = [(line, _record_step(line)) for line in self.metrics_path.read_text().splitlines()]
+        kept = [line for line, at in lines if at is not None and at <= step]
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def _export_final(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
         final = self.output_dir / "final"
-        self._export(final, step)
+        self._export(final, step, then=self.tokenizer.save_pretrained if self.tokenizer is not None else None)
         if self.accelerator.is_main_process:
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(final)
             self.accelerator.print(f"nlpssl: saved {final}")
             plot_curves(self.output_dir)
         self.accelerator.wait_for_everyone()
+
+
+def _record_step(line: str) -> int | None:
+    """The step of one line of metrics.jsonl; None for a line torn by a kill (not a whole JSON object)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step") if isinstance(record, dict) else None
 
 
 def _check_skips(skipped_in_a_row: int) -> int:

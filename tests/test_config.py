@@ -66,3 +66,21 @@ def test_resolved_config_round_trips(tmp_path):
 def test_default_recipe_file_matches_schema():
     cfg = load_config(MLMRecipe, [], REPO / "configs" / "mlm.yaml")
     assert cfg.train.output_dir == "outputs/mlm"
+
+
+def test_an_empty_yaml_section_takes_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\nmlm:\n  mask_prob: 0.2\n")  # `train:` with nothing under it is None to yaml
+    cfg = load_config(MLMRecipe, ["--config", str(recipe), "--train.max_steps=7"])
+    assert cfg.train.max_steps == 7 and cfg.mlm.mask_prob == 0.2
+
+
+@pytest.mark.parametrize("text, number", [("1e5", 100000), ("10.0", 10), ("-3", -3)])
+def test_integers_written_as_floats_are_read_when_whole(text, number):
+    assert load_config(MLMRecipe, [f"--train.max_steps={text}"]).train.max_steps == number
+
+
+@pytest.mark.parametrize("text", ["1e-3", "2.5", "nan", "1e400"])
+def test_integers_that_are_not_whole_are_refused(text):
+    with pytest.raises(UserError, match=f"train.max_steps: cannot read '{text}' as int"):
+        load_config(MLMRecipe, [f"--train.max_steps={text}"])

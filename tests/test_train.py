@@ -187,7 +187,7 @@ class _MetaAccelerator(SimpleNamespace):
     """Enough of an Accelerator for one process on "meta": any read of a value (.item(), float(), .tolist()) raises."""
 
     device, num_processes, process_index, is_main_process = torch.device("meta"), 1, 0, True
-    optimizer_step_was_skipped = False
+    optimizer_step_was_skipped, scaler = False, None
     distributed_type = DistributedType.NO
 
     def unwrap_model(self, model):
@@ -210,13 +210,22 @@ def _meta_batch(rows: int) -> dict:
     return {"x": torch.empty(rows, 4, device="meta"), "y": torch.empty(rows, device="meta")}
 
 
-def test_loop_steps_read_nothing_back_and_keep_every_count_on_the_device(tmp_path):
+def test_loop_steps_read_back_only_the_step_check_and_keep_every_count_on_the_device(tmp_path, monkeypatch):
+    """The one read of an optimizer step is check_step's (finite? stop?); stood in for here, as "meta" cannot be read."""
+    checks = []
+
+    def unread_check(accelerator, loss_sum, grad_norm, stop_requested):
+        checks.append((loss_sum.device.type, grad_norm.device.type))
+        return nlpssl.train.StepCheck(True, True, False)
+
+    monkeypatch.setattr(nlpssl.train, "check_step", unread_check)
     objective, accelerator = _MetaRegression(), _MetaAccelerator()
     optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
     loop = nlpssl.train._Loop(accelerator, objective, optimizer, TrainConfig(grad_accum_steps=3), tmp_path, None, None)
     for _ in range(2):  # a read per micro-step (the old loss.item()) would raise here
-        totals = loop._optimizer_step([_meta_batch(2), _meta_batch(3), _meta_batch(1)], progress=0.5)
+        totals = loop._optimizer_step([_meta_batch(2), _meta_batch(3), _meta_batch(1)], progress=0.5).totals
         assert {t.device.type for t in totals} == {"meta"} and totals.targets.shape == ()
+    assert checks == [("meta", "meta")] * 2  # one check per optimizer step, of values still on the device
     evaluation = nlpssl.train.evaluation_totals(objective, [_meta_batch(2), _meta_batch(3)], accelerator.device)
     assert evaluation.device.type == "meta" and evaluation.shape == (2,)  # stacked with a CPU count before
 

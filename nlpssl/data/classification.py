@@ -24,7 +24,7 @@ from typing import Sequence
 import datasets
 
 from nlpssl.data.bible_genre import BUILTIN_TASKS, bible_genre_files
-from nlpssl.data.corpus import load_table
+from nlpssl.data.corpus import check_text_column, load_table
 from nlpssl.data.glue import GLUE_PREFIX, is_glue, read_glue
 from nlpssl.errors import UserError
 from nlpssl.sources import local_path
@@ -116,6 +116,11 @@ def read_labelled(source: str, columns: Columns, split: str = "train") -> datase
     wanted = {"text": _pick_column(table, columns.text, source), "label": _pick_column(table, columns.label, source)}
     if columns.text_pair:
         wanted["text_pair"] = _pick_column(table, columns.text_pair, source)
+    if len(table) == 0:
+        raise UserError(f"{source} has no data rows; add labelled rows below the header")
+    for name, key in (("text", "--data.text_column"), ("text_pair", "--data.text_pair_column")):
+        if name in wanted:
+            check_text_column(table, wanted[name], source, key)
     table = table.select_columns(list(wanted.values()))
     table = table.rename_columns({old: new for new, old in wanted.items() if old != new})
     for name in ("text", "text_pair"):
@@ -163,6 +168,8 @@ def _label_key(value, source: str) -> int | str:
     """A raw label as a class key: integral numbers become ints, text is stripped."""
     if isinstance(value, bool):
         return int(value)
+    if not isinstance(value, (str, int, float)):
+        raise UserError(f"{source}: label {value!r} is a {type(value).__name__}; a label is a class name or a number")
     if isinstance(value, float):
         if not value.is_integer():
             raise UserError(
@@ -214,10 +221,13 @@ def _with_scores(table: datasets.Dataset, source: str) -> datasets.Dataset:
     scores = []
     for row, value in enumerate(table["label"]):
         try:
-            scores.append(float(value))
+            score = float(value)
+            if not math.isfinite(score):
+                raise ValueError
+            scores.append(score)
         except (TypeError, ValueError):
             raise UserError(
-                f"{source}: label {value!r} at data row {row + 1} is not a number; regression needs real-valued scores"
+                f"{source}: label {value!r} at data row {row + 1} is not a finite number; regression needs real-valued scores"
             ) from None
     return table.remove_columns("label").add_column("labels", scores)
 

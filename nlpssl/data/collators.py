@@ -67,8 +67,13 @@ class MLMCollator:
     ) -> None:
         if tokenizer.mask_token_id is None:
             raise UserError("the tokenizer has no mask token; masked LM needs one (train a wordpiece tokenizer)")
-        if not 0.0 < mask_prob < 1.0 or mask_token_frac + random_token_frac > 1.0:
-            raise UserError("need 0 < mlm.mask_prob < 1 and mlm.mask_token_frac + mlm.random_token_frac <= 1")
+        if not 0.0 < mask_prob < 1.0:
+            raise UserError(f"mlm.mask_prob={mask_prob} must lie strictly between 0 and 1 (BERT uses 0.15)")
+        if not (0.0 <= mask_token_frac <= 1.0 and 0.0 <= random_token_frac <= 1.0 and mask_token_frac + random_token_frac <= 1.0):
+            raise UserError(
+                f"mlm.mask_token_frac={mask_token_frac} and mlm.random_token_frac={random_token_frac} must each lie "
+                f"between 0 and 1, with a sum of at most 1 (BERT uses 0.8 and 0.1)"
+            )
         self.tokenizer = tokenizer
         self.mask_prob = mask_prob
         self.mask_token_frac = mask_token_frac
@@ -76,7 +81,9 @@ class MLMCollator:
         self.whole_word_mask = whole_word_mask
         self.pad_to_multiple_of = pad_to_multiple_of
         special_ids = set(tokenizer.all_special_ids)
-        self.replacement_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special_ids])  # (V',)
+        self.replacement_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special_ids], dtype=torch.long)  # (V',)
+        if len(self.replacement_ids) == 0:
+            raise UserError("the tokenizer has only special tokens; masked LM needs a vocabulary of words (train a larger one)")
 
     def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict[str, Any]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -99,6 +106,7 @@ class MLMCollator:
             if "word_starts" not in examples[0]:
                 raise UserError("whole-word masking needs 'word_starts' in the examples (pack with tokenize_and_pack)")
             starts = pad_column(examples, "word_starts", 1, self.pad_to_multiple_of)  # (B, L)
+            starts[:, :1] = 1  # a word cut by the start of the row is a word of this row (as packing marks it)
             word_index = starts.cumsum(dim=1) - 1  # (B, L): which word each token belongs to
             noise = noise.gather(1, word_index)  # every token of a word shares its word's draw
         return (noise < self.mask_prob) & ~special

@@ -108,6 +108,10 @@ def _ensure_utf8(path: Path, skip_invalid: bool) -> Path:
             kept.append(line.decode("utf-8"))
         except UnicodeDecodeError:
             dropped += 1
+    if not any(line.strip() for line in kept):
+        raise UserError(
+            f"{path}: no line with text in it is valid UTF-8 ({dropped} line(s) dropped); convert it (e.g. iconv -f latin1 -t utf-8)"
+        )
     stat = path.stat()
     clean = cache_dir() / "utf8" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}{path.suffix}"
     clean.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,8 @@ def _load_file(path: Path, builder: str, **options) -> datasets.Dataset:
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (ValueError, datasets.exceptions.DatasetGenerationError) as error:
-        raise UserError(f"{path}: could not be read as {builder} ({first_line(error)})") from None
+        cause = error.__cause__ or error  # "An error occurred while generating the dataset" wraps the reason
+        raise UserError(f"{path}: could not be read as {builder} ({first_line(cause)})") from None
 
 
 def _load_hub(name: str, split: str) -> datasets.Dataset:
@@ -139,6 +144,7 @@ def _select_text(dataset: datasets.Dataset, text_column: str, source: str) -> da
             f"{source} has no column '{text_column}'; its columns are {', '.join(dataset.column_names)} "
             f"(set --data.text_column)"
         )
+    check_text_column(dataset, text_column, source, "--data.text_column")
     extra = [c for c in dataset.column_names if c != text_column]
     dataset = dataset.remove_columns(extra)
     if text_column != "text":
@@ -147,3 +153,20 @@ def _select_text(dataset: datasets.Dataset, text_column: str, source: str) -> da
     if len(dataset) == 0:
         raise UserError(f"corpus {source} has no non-empty documents")
     return dataset
+
+
+def check_text_column(table: datasets.Dataset, column: str, source: str, key: str) -> None:
+    """Fail with one line when ``column`` holds numbers, lists or objects rather than text (empty cells pass).
+
+    A csv column of numbers, or json values that are not strings, would otherwise
+    fail deep inside the tokenizer.
+    """
+    feature = table.features[column]
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "null"):
+        return
+    for row, value in enumerate(table[column]):
+        if value is not None and not isinstance(value, str):
+            raise UserError(
+                f"{source}: column '{column}' holds {type(value).__name__} values, not text (first at data row {row + 1}); "
+                f"set {key} to a column of text"
+            )

@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import sys
@@ -37,6 +38,7 @@ import tarfile
 import time
 import uuid
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -200,7 +202,7 @@ def _list_folder(root: Path) -> list[str]:
 
 
 def _list_archive(path: Path) -> list[str]:
-    with _open_archive(path) as archive:
+    with _archive_errors(path), _open_archive(path) as archive:
         return [name for member in archive if member.isfile() and (name := _member_key(member.name))]
 
 
@@ -290,7 +292,7 @@ def _read_folder(root: Path, keys: list[str]) -> Iterator[tuple[str, bytes]]:
 
 def _read_archive(path: Path, keys: set[str]) -> Iterator[tuple[str, bytes]]:
     """Stream the archive once, in its own order, yielding the wanted members."""
-    with _open_archive(path, stream=True) as archive:
+    with _archive_errors(path), _open_archive(path, stream=True) as archive:
         for member in archive:
             key = _member_key(member.name)
             if member.isfile() and key in keys:
@@ -298,9 +300,16 @@ def _read_archive(path: Path, keys: set[str]) -> Iterator[tuple[str, bytes]]:
 
 
 def _open_archive(path: Path, stream: bool = False) -> tarfile.TarFile:
-    try:
+    with _archive_errors(path):
         return tarfile.open(path, "r|*" if stream else "r:*")
-    except (tarfile.TarError, OSError) as error:
+
+
+@contextlib.contextmanager
+def _archive_errors(path: Path) -> Iterator[None]:
+    """A damaged archive fails while it is opened or later, while its members are read: one line either way."""
+    try:
+        yield
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as error:
         raise UserError(f"cannot read archive {path} ({error}); pass a complete .tar, .tar.gz or .tgz file") from None
 
 

@@ -15,8 +15,9 @@ from typing import Sequence
 
 import datasets
 import torch
+import torch.nn.functional as F
 
-from nlpssl.data.corpus import load_corpus, load_table
+from nlpssl.data.corpus import check_text_column, load_corpus, load_table
 from nlpssl.errors import UserError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])")
@@ -55,6 +56,7 @@ def load_sentence_tuples(source: str, columns: Sequence[str], txt_mode: str = "l
         )
     table = table.select_columns(list(columns))
     for column in columns:
+        check_text_column(table, column, source, "the data.*_column keys")
         empty = [i for i, text in enumerate(table[column]) if not (isinstance(text, str) and text.strip())]
         if empty:
             raise UserError(
@@ -84,6 +86,8 @@ class SentenceViewsCollator:
     ) -> None:
         if repeat > 1 and len(columns) != 1:
             raise ValueError("repeat applies to a single column")
+        if tokenizer.pad_token_id is None:
+            raise UserError("the tokenizer has no padding token; sentence batches need one (use an encoder checkpoint such as BERT)")
         self.tokenizer, self.columns, self.repeat, self.max_length = tokenizer, list(columns), repeat, max_length
         self.pad_to_multiple_of = pad_to_multiple_of  # 8 under mixed precision: tensor cores take multiples of 8
 
@@ -93,7 +97,12 @@ class SentenceViewsCollator:
 
     def __call__(self, rows: Sequence[dict], generator: torch.Generator | None = None) -> dict:
         texts = [row[column] for _ in range(self.repeat) for column in self.columns for row in rows]  # V*B
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
-        )
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]  # (V*B, L)
+        if self.pad_to_multiple_of:
+            # Rounded up here: the tokenizer refuses a max_length that is not a multiple of pad_to_multiple_of.
+            extra = -input_ids.shape[1] % self.pad_to_multiple_of
+            sides = (extra, 0) if self.tokenizer.padding_side == "left" else (0, extra)
+            input_ids = F.pad(input_ids, sides, value=self.tokenizer.pad_token_id)
+            attention_mask = F.pad(attention_mask, sides, value=0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -9,6 +9,7 @@ names the file and line. Scoring lives in :mod:`nlpssl.evaluation.sts`.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,7 @@ from typing import Sequence
 from nlpssl.errors import UserError
 
 ScoredPair = tuple[str, str, float]
+_DELIMITER_NAMES = {",": "comma-separated", "\t": "tab-separated"}
 
 # the subsets SentEval (and so SimCSE) reads; STS13's SMT is not redistributed
 SENTEVAL_SUBSETS = {
@@ -65,8 +67,13 @@ def read_scored_pairs(
     columns = (sentence1_column, sentence2_column, score_column)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        indices = _column_indices(path, reader, columns)
-        pairs = [_parse_row(path, reader.line_num, row, indices, score_range) for row in reader if any(row)]
+        try:
+            indices = _column_indices(path, reader, columns)
+            pairs = [_parse_row(path, reader.line_num, row, indices, score_range) for row in reader if any(row)]
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path}: not valid UTF-8 ({error.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+        except csv.Error as error:  # a NUL byte, a field over csv's size limit, a quote left open
+            raise UserError(f"{path} line {reader.line_num}: not a valid {_DELIMITER_NAMES.get(delimiter, 'delimited')} file ({error})") from None
     if not pairs:
         raise UserError(f"{path} has no scored pairs")
     return pairs
@@ -97,6 +104,8 @@ def _parse_row(path: Path, line: int, row: list[str], indices: list[int], score_
         score = float(raw_score)
     except ValueError:
         raise UserError(f"{where}: score {raw_score!r} is not a number") from None
+    if not math.isfinite(score):
+        raise UserError(f"{where}: score {raw_score!r} is not a finite number")
     if score_range is not None and not score_range[0] <= score <= score_range[1]:
         raise UserError(f"{where}: score {score} is outside the declared range {score_range[0]} to {score_range[1]}")
     return first, second, score
@@ -128,17 +137,33 @@ def _read_senteval_subset(folder: Path, subset: str) -> list[ScoredPair]:
     for path in (input_path, gold_path):
         if not path.is_file():
             raise UserError(f"STS file {path} not found; check --data-dir")
-    lines = input_path.read_text(encoding="utf-8").splitlines()
-    golds = gold_path.read_text(encoding="utf-8").splitlines()
+    lines, golds = _read_lines(input_path), _read_lines(gold_path)
     if len(lines) != len(golds):
         raise UserError(f"{input_path} has {len(lines)} lines but {gold_path.name} has {len(golds)}")
     pairs = []
-    for line, gold in zip(lines, golds):
+    for number, (line, gold) in enumerate(zip(lines, golds), start=1):
         if gold.strip():
-            first, second = line.split("\t")[:2]
+            sentences = line.split("\t")
+            try:
+                score = float(gold)
+            except ValueError:
+                score = math.nan
+            if len(sentences) < 2 or not math.isfinite(score):
+                raise UserError(
+                    f"{input_path.name} / {gold_path.name} line {number}: need two tab-separated sentences and a "
+                    f"numeric gold score, got {len(sentences)} field(s) and {gold.strip()!r}; check the files in {input_path.parent}"
+                )
             # SentEval splits on whitespace and joins with one space
-            pairs.append((" ".join(first.split()), " ".join(second.split()), float(gold)))
+            pairs.append((" ".join(sentences[0].split()), " ".join(sentences[1].split()), score))
     return pairs
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (line breaks as ``str.splitlines`` sees them)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not valid UTF-8 at byte offset {error.start}; convert it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def load_task(data_dir: str | Path, task: str) -> list[ScoredPair]:

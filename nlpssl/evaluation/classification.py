@@ -13,6 +13,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 
+from nlpssl.atomic import atomic_file
 from nlpssl.data.classification import token_lengths
 from nlpssl.evaluation.evaluator import Evaluator
 from nlpssl.evaluation.metrics import compute_metrics
@@ -100,8 +101,7 @@ def write_predictions(path: Path, rows: datasets.Dataset, logits: torch.Tensor, 
         names = (label_names[i] for i in predicted.tolist())
         header += ["gold", "predicted", "probability"]
         lines = zip(*texts, gold, names, (f"{p:.4f}" for p in probability.tolist()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path, "w", newline="", encoding="utf-8") as handle:  # renamed into place when complete
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(lines)

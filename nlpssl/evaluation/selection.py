@@ -14,8 +14,10 @@ class KeepBest(Evaluator):
     """Evaluator: compute metrics, and have the objective exported to ``directory`` when ``key`` improves.
 
     The training loop writes the export (:meth:`pending_export`), from weights
-    gathered on every process; then this writes the tokenizer and ``best.json``
-    (:meth:`on_exported`), so ``best.json`` never names a model that is not there.
+    gathered on every process, into ``best.tmp``; this adds the tokenizer and
+    ``best.json`` there (:meth:`on_exported`), and the loop renames the folder to
+    ``best`` when all is written: a kill mid-write leaves the previous ``best/`` whole,
+    and ``best.json`` never names a model that is not there.
 
     Args:
         compute: objective -> dict of metrics (e.g. STS-B dev Spearman).
@@ -71,7 +73,7 @@ class KeepBest(Evaluator):
         return self.directory if self.improved else None
 
     def on_exported(self, folder: Path) -> None:
-        """The model is in ``folder``: add the tokenizer and record the value in ``best.json``."""
+        """The model is in ``folder`` (the export's temporary folder): add the tokenizer and record the value in ``best.json``."""
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)
         (Path(folder) / "best.json").write_text(json.dumps({self.key: self.best}))

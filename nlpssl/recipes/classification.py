@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from nlpssl.atomic import atomic_write_text
 from nlpssl.data.classification import Columns, LabelledSplits, load_labelled_splits, tokenize_splits
 from nlpssl.errors import UserError
 from nlpssl.evaluation.classification import ValidationScores, predict_logits, score_logits, score_names, write_predictions
@@ -114,5 +115,5 @@ def report(objective, splits: LabelledSplits, collator, output_dir: Path, batch_
         confusion_split = (rows["labels"], logits.argmax(-1).tolist())
     if splits.label_names is not None and confusion_split is not None:
         save_confusion_matrix_png(*confusion_split, splits.label_names, output_dir / "confusion_matrix.png")
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

