@@ -3,10 +3,11 @@
     python benchmarks/clm_throughput.py [--rounds 5 --steps 5 --batch-size 16]
 
 Reference: DataCollatorForLanguageModeling(mlm=False) + GPT2LMHeadModel(labels=...)
-(full vocabulary head, shift and loss inside the model, its default use_cache)
-+ torch AdamW. nlpssl: CausalLMCollator + CausalLM (the head only at target
-positions, no KV cache while training) + the loop's AdamW with rank-based weight
-decay (fused where torch has it). Both fp32 with dropout 0.1 and gradient
+(full vocabulary head, shift and loss inside the model, its default use_cache).
+nlpssl: CausalLMCollator + CausalLM (the head only at target positions, no KV
+cache while training). The same optimizer on both sides (the loop's
+``make_optimizer``: AdamW with rank-based weight decay, fused where torch has
+it). Both fp32 with dropout 0.1 and gradient
 clipping, GPT-2 of hidden 256, 4 layers, 4 heads, a byte-level BPE of 8,000
 tokens trained on bible-web, sequence 128, on the same packed blocks. A timed
 step is collation + forward + backward + clip + optimizer step; the sides
@@ -20,10 +21,11 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, GPT2LMHeadModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, collator_rates, cycle, hf_lm_step, nlpssl_lm_step, report_lm_throughput, row_batches  # noqa: E402
+
+from transformers import DataCollatorForLanguageModeling, GPT2LMHeadModel  # noqa: E402  (after common, which imports nlpssl first)
 
 from nlpssl.data.collators import CausalLMCollator  # noqa: E402
 from nlpssl.data.corpus import load_corpus  # noqa: E402

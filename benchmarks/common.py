@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+import nlpssl  # noqa: F401  (first: makes a torchvision without its compiled ops importable for transformers)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NLPSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
 WIKITEXT = SHARED_DATA / "wikitext2"
-SST2_LABELS = ["negative", "positive"]
+MLM_CACHE = Path("outputs/bench_wikitext_mlm")  # relative to where benchmarks run: the repository root
 
 
 def bert_tokenizer():
@@ -81,20 +86,23 @@ def collator_rates(ours: Callable, theirs: Callable, examples, rounds: int) -> d
     )
 
 
-def report_lm_throughput(benchmark: str, train: dict[str, float], collate: dict[str, float], **settings) -> None:
-    """Print a language-model throughput benchmark's step and collator rates, then its JSON line."""
+def lm_throughput_fields(train: dict[str, float], collate: dict[str, float]) -> dict:
+    """Print a language-model comparison's step and collator rates; return them as JSON fields."""
     print(f"train step  nlpssl {train['nlpssl']:>10,.0f} tok/s   hf {train['hf']:>10,.0f} tok/s   ratio {train['nlpssl'] / train['hf']:.2f}x")
     print(f"collator    nlpssl {collate['nlpssl']:>10,.0f} tok/s   hf {collate['hf']:>10,.0f} tok/s   ratio {collate['nlpssl'] / collate['hf']:.2f}x")
-    print_result({
-        "benchmark": benchmark,
+    return {
         "nlpssl_tokens_per_s": round(train["nlpssl"]),
         "hf_tokens_per_s": round(train["hf"]),
         "ratio": round(train["nlpssl"] / train["hf"], 3),
         "collator_nlpssl_tokens_per_s": round(collate["nlpssl"]),
         "collator_hf_tokens_per_s": round(collate["hf"]),
         "collator_ratio": round(collate["nlpssl"] / collate["hf"], 3),
-        **settings,
-    })
+    }
+
+
+def report_lm_throughput(benchmark: str, train: dict[str, float], collate: dict[str, float], **settings) -> None:
+    """Print a language-model throughput benchmark's step and collator rates, then its JSON line."""
+    print_result({"benchmark": benchmark, **lm_throughput_fields(train, collate), **settings})
 
 
 def training_step(loss_of_batch: Callable, parameters, optimizer, collate: Callable, examples) -> Callable[[], float]:
@@ -133,10 +141,14 @@ def nlpssl_lm_step(objective, collator, examples) -> Callable[[], float]:
 
 
 def hf_lm_step(model, collator, examples) -> Callable[[], float]:
-    """The Hugging Face side: the model's own loss from ``labels``, torch AdamW."""
-    import torch
+    """The Hugging Face side: the model's own loss from ``labels``; the very optimizer nlpssl's side gets.
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ``make_optimizer`` (fused AdamW, the same betas, eps and decay groups) on both
+    sides, so a ratio measures collator, model and loss, not two AdamW kernels.
+    """
+    from nlpssl.optim import make_optimizer
+
+    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.01)
     return training_step(
         lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss,
         model.parameters(), optimizer, collator, examples,
@@ -149,32 +161,54 @@ def print_result(result: dict) -> None:
 
 
 def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
-    """MLM-pretrain a small BERT (hidden 256, 4 layers, 4 heads) on WikiText-2 train with nlpssl; returns ``out/final``.
+    """MLM-pretrain on WikiText-2 train with ``configs/mlm_wikitext2.yaml`` for ``steps`` steps; returns ``out/final``.
 
-    A WordPiece of 16,000 trained on the same text, blocks of 128, batch 32, lr 1e-3.
+    ``scripts/pretrain_mlm.py`` as a user runs it: a WordPiece of 16,000 trained on
+    the same text, the recipe's ModernBERT (hidden 256, 4 layers), 30% masking,
+    blocks of 128, batch 32, peak lr 2e-3; validation on WikiText-2 valid.
     """
-    import torch
-
-    from nlpssl.data.collators import MLMCollator
-    from nlpssl.data.corpus import load_corpus
-    from nlpssl.data.text import tokenize_and_pack
-    from nlpssl.data.tokenizer import train_tokenizer
-    from nlpssl.models.text import TransformerDims, build_mlm_model
-    from nlpssl.objectives.mlm import MaskedLM
-    from nlpssl.train import TrainConfig, train
-
     if not WIKITEXT.is_dir():
         raise SystemExit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
-    corpus = load_corpus(str(WIKITEXT / "wiki.train.tokens"))
-    tokenizer = train_tokenizer(corpus["text"], "wordpiece", vocab_size=16000)
-    blocks, stats = tokenize_and_pack(corpus, tokenizer, block_size=128)
-    print(f"MLM data: {stats.summary()}")
-    torch.manual_seed(0)
-    objective = MaskedLM(build_mlm_model(tokenizer, TransformerDims(256, 4, 4, 1024)))
-    cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=min(100, steps // 10),
-                      log_every=50, save_every=steps, eval_every=steps)
-    train(objective, blocks, MLMCollator(tokenizer), cfg, tokenizer=tokenizer)
+    recipe = REPO / "configs" / "mlm_wikitext2.yaml"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "pretrain_mlm.py"), "--config", str(recipe),
+         f"--data.corpus={WIKITEXT / 'wiki.train.tokens'}", f"--data.validation={WIKITEXT / 'wiki.valid.tokens'}",
+         f"--train.output_dir={out}", f"--train.max_steps={steps}", f"--train.warmup_steps={max(1, min(300, steps // 10))}",
+         f"--train.save_every={steps}", f"--train.eval_every={steps}", "--train.overwrite=true"],
+        check=True, cwd=REPO,
+    )
     return out / "final"
+
+
+def wikitext_mlm(steps: int, cache: Path = MLM_CACHE) -> tuple[Path, bool]:
+    """The WikiText-2 MLM model of :func:`pretrain_wikitext_mlm` for ``steps`` steps; (its folder, whether it was reused).
+
+    Kept in ``cache/steps<N>`` with the commit that trained it: a later
+    benchmark at the same commit (``pretraining_pays`` then ``simcse_quality``
+    in one ``run_all.py``) reuses it instead of pretraining again; at another
+    commit it is trained afresh.
+    """
+    from run_all import commit
+
+    out = Path(cache) / f"steps{steps}"
+    stamp = out / "trained_by.json"
+    wanted = {"steps": steps, "commit": commit()["commit"]}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and (out / "final" / "config.json").is_file():
+        print(f"MLM model: reusing {out / 'final'} ({steps} steps at this commit)")
+        return out / "final", True
+    shutil.rmtree(out, ignore_errors=True)  # another commit's model, or an interrupted run
+    final = pretrain_wikitext_mlm(out, steps)
+    stamp.write_text(json.dumps(wanted))
+    return final, False
+
+
+def final_training_loss(final: Path) -> float | None:
+    """The last training loss logged by the run whose export is ``final`` (its ``metrics.jsonl``), or None."""
+    metrics = Path(final).parent / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    losses = [record["loss"] for record in map(json.loads, metrics.read_text().splitlines()) if "loss" in record]
+    return round(losses[-1], 3) if losses else None
 
 
 def snli_triples(splits=("dev", "test")):
@@ -202,29 +236,8 @@ def snli_triples(splits=("dev", "test")):
     return datasets.Dataset.from_list(rows)
 
 
-def load_sst2(tokenizer, train_examples: int, seed: int, max_length: int = 128):
-    """A seeded subset of SST-2 train and the full dev split (872), tokenized; ``LabelledSplits``."""
-    from nlpssl.data.classification import (
-        Columns,
-        load_labelled_splits,
-        tokenize_splits,
-    )
-
-    root = SHARED_DATA / "sst2"
-    if not root.is_dir():
-        raise SystemExit(f"error: {root} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
-    splits = load_labelled_splits(
-        str(root / "train.tsv"), str(root / "dev.tsv"), columns=Columns(text="sentence|content"),
-        label_names=SST2_LABELS, max_train_examples=train_examples, seed=seed,
-    )
-    return tokenize_splits(splits, tokenizer, max_length)
-
-
-def dev_accuracy(model, splits, tokenizer) -> float:
-    """Accuracy of a sequence classifier on ``splits.validation`` (the shipped `evaluate` module)."""
-    from nlpssl.data.collators import ClassificationCollator
-    from nlpssl.evaluation.classification import predict_logits, score_logits
-    from nlpssl.objectives.classification import SequenceClassification
-
-    logits = predict_logits(SequenceClassification(model), splits.validation, ClassificationCollator(tokenizer))
-    return score_logits(logits, splits.validation["labels"], splits.label_names)["accuracy"]
+def mean_std(values) -> dict:
+    """``{"mean", "std", "values"}`` of a list of figures (std: the sample standard deviation; 0 for one value)."""
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 2), "std": round(std, 2), "values": [round(v, 2) for v in values]}

@@ -1,12 +1,17 @@
-"""Does SimCSE work? From scratch on CPU: MLM-pretrain a small BERT on WikiText-2, then
+"""Does SimCSE work? From scratch on CPU: MLM-pretrain a small encoder on WikiText-2, then
 unsupervised SimCSE on WikiText-2 sentences; STS before and after, MiniLM as a ceiling.
 
     python benchmarks/simcse_quality.py [--mlm-steps 3000 --simcse-steps 500 --out outputs/bench_simcse]
-    python benchmarks/simcse_quality.py --mlm-dir outputs/bench_simcse/mlm/final    # reuse the MLM model
+    python benchmarks/simcse_quality.py --mlm-dir outputs/bench_wikitext_mlm/steps3000/final    # reuse the MLM model
+    python benchmarks/simcse_quality.py --quick                                      # smoke run: STS-B only, a few steps
+
+The MLM model is ``common.wikitext_mlm``: reused from outputs/bench_wikitext_mlm
+when the same commit already trained it for ``--mlm-steps`` (as
+``pretraining_pays.py`` does first in ``run_all.py``), else trained here.
 
 Needs ../shared/data (WikiText-2, SNLI dev/test and the STS sets). Everything is nlpssl's
 library on the same data: a WordPiece tokenizer trained on WikiText-2 train, a
-BERT (hidden 256, 4 layers, 4 heads) pretrained with masked LM, then SimCSE
+ModernBERT (hidden 256, 4 layers; configs/mlm_wikitext2.yaml) pretrained with masked LM, then SimCSE
 (mean pooling, temperature 0.05, batch 64, 32 tokens, lr 1e-4 unless --simcse-lr), evaluated on
 STS-B dev every 50 steps with the best kept, as the SimCSE paper selects; the
 final model is reported too. STS figures are Spearman x100 of cosine vs gold,
@@ -28,22 +33,24 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     SHARED_DATA,
     WIKITEXT,
-    pretrain_wikitext_mlm,
+    final_training_loss,
     print_result,
     snli_triples,
+    wikitext_mlm,
 )
+
+from transformers import AutoConfig, AutoModel  # noqa: E402  (after common, which imports nlpssl first)
 
 from nlpssl.data.corpus import load_corpus  # noqa: E402
 from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E402
 from nlpssl.data.tokenizer import load_tokenizer  # noqa: E402
 from nlpssl.evaluation.selection import KeepBest  # noqa: E402
-from nlpssl.evaluation.sts import evaluate_sts  # noqa: E402
+from nlpssl.evaluation.sts import STS_TASKS, evaluate_sts  # noqa: E402
 from nlpssl.models.heads import SentencePooler  # noqa: E402
 from nlpssl.objectives.simcse import SimCSE  # noqa: E402
 from nlpssl.recipes.common import resolve_checkpoint  # noqa: E402
@@ -70,16 +77,24 @@ def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, e
     return out / "final", out / "best"
 
 
-def sts(folder: str | Path) -> dict:
+ALL_TASKS, QUICK_TASKS = STS_TASKS, ("stsb_dev", "stsb_test")
+
+
+def sts(folder: str | Path, tasks=ALL_TASKS) -> dict:
+    """STS scores of the model in ``folder``, mean-pooled."""
     model, tokenizer = AutoModel.from_pretrained(folder), load_tokenizer(folder)
-    return evaluate_sts(model, tokenizer, SHARED_DATA, pooling="mean")
+    return evaluate_sts(model, tokenizer, SHARED_DATA, pooling="mean", tasks=tasks)
 
 
-def sts_random_init(like: Path) -> dict:
+def sts_random_init(like: Path, tasks=ALL_TASKS) -> dict:
     """STS of ``like``'s architecture and tokenizer with seeded random weights, mean-pooled."""
     torch.manual_seed(0)
     model = AutoModel.from_config(AutoConfig.from_pretrained(like), add_pooling_layer=False)
-    return evaluate_sts(model, load_tokenizer(like), SHARED_DATA, pooling="mean")
+    return evaluate_sts(model, load_tokenizer(like), SHARED_DATA, pooling="mean", tasks=tasks)
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def main() -> None:
@@ -92,24 +107,29 @@ def main() -> None:
     parser.add_argument("--sup-lr", type=float, default=1e-4)
     parser.add_argument("--eval-every", type=int, default=50, help="STS-B dev evaluations for model selection")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_simcse"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: 30 MLM steps, 10 + 5 SimCSE steps, STS-B only")
     args = parser.parse_args()
+    if args.quick:
+        args.mlm_steps, args.simcse_steps, args.sup_steps, args.eval_every = 30, 10, 5, 5
+    tasks = QUICK_TASKS if args.quick else ALL_TASKS
     if not WIKITEXT.is_dir():
         sys.exit(f"error: {WIKITEXT} not found; this benchmark needs ../shared/data (or NLPSSL_SHARED_DATA)")
     started = time.perf_counter()
-    mlm = args.mlm_dir or pretrain_wikitext_mlm(args.out / "mlm", args.mlm_steps)
+    mlm, reused = (args.mlm_dir, False) if args.mlm_dir else wikitext_mlm(args.mlm_steps)
     sentences = split_sentences(load_corpus(str(WIKITEXT / "wiki.train.tokens")))
     final, best = train_simcse(mlm, args.out / "simcse", sentences, ["text"], args.simcse_steps, args.eval_every, args.simcse_lr)
-    scores = {"mlm": sts(mlm), "random_init": sts_random_init(mlm), "simcse": sts(best), "simcse_final": sts(final)}
+    scores = {"mlm": sts(mlm, tasks), "random_init": sts_random_init(mlm, tasks), "simcse": sts(best, tasks),
+              "simcse_final": sts(final, tasks)}
     if args.sup_steps:
         triples = snli_triples()
         print(f"supervised control: {len(triples)} SNLI triples")
         _, sup_best = train_simcse(mlm, args.out / "sup_simcse", triples, ["anchor", "positive", "negative"],
                                    args.sup_steps, args.eval_every, args.sup_lr)
-        scores["sup_simcse"] = sts(sup_best)
-    scores["minilm"] = sts(resolve_checkpoint("minilm"))
+        scores["sup_simcse"] = sts(sup_best, tasks)
+    scores["minilm"] = sts(resolve_checkpoint("minilm"), tasks)
     print(f"{'task':<10}" + "".join(f"{name:>14}" for name in scores))
     for task in scores["mlm"]:
-        print(f"{task:<10}" + "".join(f"{scores[name][task]:>14.2f}" for name in scores))
+        print(f"{task:<10}" + "".join(f"{scores[name][task] or float('nan'):>14.2f}" for name in scores))
     gain = scores["simcse"]["stsb_test"] - scores["mlm"]["stsb_test"]
     print(f"unsupervised SimCSE raises STS-B test by {gain:.2f} points (target >= 10); {time.perf_counter() - started:.0f} s in all")
     if "sup_simcse" in scores:
@@ -117,12 +137,14 @@ def main() -> None:
     print_result({
         "benchmark": "simcse_quality",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
+        "mlm_dir": str(mlm), "mlm_reused": reused, "mlm_final_loss": final_training_loss(mlm),
         "simcse_steps": args.simcse_steps,
         "simcse_lr": args.simcse_lr,
         "sup_steps": args.sup_steps,
-        **{f"{name}_{key}": round(scores[name][key], 2) for name in scores for key in ("stsb_test", "avg")},
+        **{f"{name}_{key}": rounded(scores[name][key]) for name in scores for key in ("stsb_dev", "stsb_test", "avg")},
         "stsb_test_gain": round(gain, 2),
         **({"sup_stsb_test_gain": round(scores["sup_simcse"]["stsb_test"] - scores["mlm"]["stsb_test"], 2)} if "sup_simcse" in scores else {}),
+        "quick": args.quick,
     })
 
 
