@@ -103,16 +103,21 @@ def check_step(accelerator: Accelerator, loss_sum: torch.Tensor, grad_norm, stop
 
 @torch.no_grad()
 def evaluation_totals(objective: Objective, batches, device: torch.device, counted: int | None = None) -> torch.Tensor:
-    """(2,) on ``device``: the sum of per-target losses over ``batches`` and their number of targets.
+    """(2 + C,) on ``device``: the sum of per-target losses over ``batches``, their number of targets,
+    and the sums of the objective's C evaluation counts (``objective.eval_count_names``, e.g. top-1 hits).
 
     Only the first ``counted`` batches count (all by default); the others only
     keep the processes' forward passes in step (DeepSpeed ZeRO-3).
     """
-    total = torch.zeros(2, device=device)
+    names = objective.eval_count_names
+    total = torch.zeros(2 + len(names), device=device)
     for index, batch in enumerate(batches):
         batch = _to_device(batch, device)
-        weight = _on(objective.count_targets(batch), device, torch.float32) * float(counted is None or index < counted)
-        total += torch.stack([objective(batch)["loss"].float() * weight, weight])
+        counts = float(counted is None or index < counted)
+        weight = _on(objective.count_targets(batch), device, torch.float32) * counts
+        out = objective(batch)
+        hits = [_on(out["eval_counts"][name], device, torch.float32) * counts for name in names]
+        total += torch.stack([out["loss"].float() * weight, weight, *hits])
     return total
 
 

@@ -342,9 +342,10 @@ class _Loop:
             filler = batches[0] if batches else next(iter(first_rank))
             batches += [filler] * (len(first_rank) - counted)
         objective = accelerator.unwrap_model(self.model)
-        total = evaluation_totals(objective, batches, accelerator.device, counted)  # (2,)
-        loss_sum, weight_sum = accelerator.reduce(total, reduction="sum").tolist()
+        total = evaluation_totals(objective, batches, accelerator.device, counted)  # (2 + counts,)
+        loss_sum, weight_sum, *count_sums = accelerator.reduce(total, reduction="sum").tolist()
         metrics = {"eval_loss": loss_sum / max(weight_sum, 1e-9)}
+        metrics |= {f"eval_{name}": value / max(weight_sum, 1e-9) for name, value in zip(objective.eval_count_names, count_sums)}
         if objective.eval_perplexity:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
         return metrics

@@ -6,7 +6,9 @@
 
 Prints a table, then as its last line one JSON object: stsb_dev, stsb_test,
 sts12..sts16, sickr and avg (the mean of STS12-16, STS-B test and SICK-R),
-or {"pairs": ...} for --pairs.
+or {"pairs": ...} for --pairs. Where the data folder has wikitext2/, also
+longtext_test: the long-text check (same-article paragraph retrieval, MRR x100,
+on WikiText-2 test; ``nlpssl.evaluation.long_text``); --no-long-text skips it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from nlpssl.data.sts import STS_TASKS, default_data_dir, read_scored_pairs
 from nlpssl.errors import exit_on_user_error
+from nlpssl.evaluation.long_text import evaluate_long_text
 from nlpssl.evaluation.sts import evaluate_sts, format_results, load_encoder, score_pairs
 from nlpssl.models.sentence_folder import folder_pooling
 
@@ -35,6 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sentence2-column", default="sentence2", help=column_help)
     parser.add_argument("--score-column", default="score", help=column_help)
     parser.add_argument("--score-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"))
+    parser.add_argument("--no-long-text", action="store_true", help="skip the WikiText-2 long-text check")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
     return parser.parse_args(argv)
@@ -54,6 +59,8 @@ def main(argv: list[str]) -> None:
     else:
         data_dir = args.data_dir or default_data_dir()
         results = evaluate_sts(model, tokenizer, data_dir, pooling, tasks=args.tasks, **encode_kwargs)
+        if not args.no_long_text and (Path(data_dir) / "wikitext2").is_dir():
+            results["longtext_test"] = evaluate_long_text(model, tokenizer, Path(data_dir) / "wikitext2", "test", pooling)["mrr"]
     print(f"{args.model_dir} (pooling {pooling}, {time.perf_counter() - started:.0f}s)")
     print(format_results(results))
     print(json.dumps({task: None if value is None else round(value, 2) for task, value in results.items()}))

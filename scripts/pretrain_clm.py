@@ -33,9 +33,11 @@ def main(argv: list[str]) -> None:
     data = prepare_lm_data(cfg, "gpt", CausalLMCollator)
     set_seed(cfg.train.seed)
     model = build_clm_model(data.tokenizer, cfg.model, cfg.model.checkpoint, cfg.data.block_size)
+    objective = CausalLM(model)
+    objective.set_context_free_baseline(data.context_free_ids)
     sample = TextSample(data.tokenizer, cfg.sample.prompt, cfg.sample.max_new_tokens, cfg.sample.top_k, cfg.train.seed)
     train(
-        CausalLM(model), data.train_blocks, data.collator, cfg.train,
+        objective, data.train_blocks, data.collator, cfg.train,
         eval_dataset=data.valid_blocks, evaluators=[sample], tokenizer=data.tokenizer,
         hparams=flat_dict(cfg),
     )

@@ -21,7 +21,7 @@ from nlpssl.errors import exit_on_user_error
 from nlpssl.evaluation.selection import KeepBest
 from nlpssl.objectives.simcse import SimCSE
 from nlpssl.recipes.common import output_path, pad_multiple, start_run
-from nlpssl.recipes.simcse import SimCSERecipe, load_simcse_data, load_simcse_encoder, row_lengths, stsb_dev_metric
+from nlpssl.recipes.simcse import SimCSERecipe, load_simcse_data, load_simcse_encoder, row_lengths, selection_key, dev_metrics
 from nlpssl.train import train
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "simcse_unsup.yaml"
@@ -42,9 +42,9 @@ def main(argv: list[str]) -> None:
     )
     objective = SimCSE(encoder, pooler, collator.num_views, cfg.simcse.temperature, cfg.simcse.gather, cfg.data.max_length)
     evaluators = []
-    dev = stsb_dev_metric(cfg.simcse.stsb_dir, tokenizer)
+    dev = dev_metrics(cfg.simcse, tokenizer)
     if dev is not None:
-        evaluators.append(KeepBest(dev, "stsb_dev", output_path(cfg.train, "best"), tokenizer))
+        evaluators.append(KeepBest(dev, selection_key(cfg.simcse), output_path(cfg.train, "best"), tokenizer))
     lengths = row_lengths(sentences, columns) if cfg.train.group_by_length else None
     train(objective, sentences, collator, cfg.train, evaluators=evaluators, tokenizer=tokenizer, lengths=lengths, hparams=flat_dict(cfg))
 

@@ -25,7 +25,7 @@ def test_pretrain_mlm_two_steps_through_accelerate_launch(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == [2]  # log_every=10: the last step is logged
     assert (out / "config.yaml").is_file()
-    assert type(AutoModelForMaskedLM.from_pretrained(out / "final")).__name__ == "BertForMaskedLM"
+    assert type(AutoModelForMaskedLM.from_pretrained(out / "final")).__name__ == "ModernBertForMaskedLM"  # configs/mlm.yaml's
     fill = pipeline("fill-mask", model=str(out / "final"))
     assert len(fill("in the beginning god created the [MASK].")) == 5
 

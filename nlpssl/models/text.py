@@ -18,8 +18,13 @@ from transformers import (
     BertForMaskedLM,
     GPT2Config,
     GPT2LMHeadModel,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForMaskedLM,
 )
 
 from nlpssl.errors import UserError, first_line
@@ -46,38 +51,124 @@ def _check_heads(dims: TransformerDims) -> None:
         raise UserError(f"model.hidden_size={dims.hidden_size} must be divisible by model.num_heads={dims.num_heads}")
 
 
+def _encoder_sizes(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """The config entries every encoder family names alike: vocabulary (the tokenizer's), width, depth, heads, MLP."""
+    _check_heads(dims)
+    return {
+        "vocab_size": len(tokenizer), "hidden_size": dims.hidden_size, "num_hidden_layers": dims.num_layers,
+        "num_attention_heads": dims.num_heads, "intermediate_size": dims.intermediate_size, "attn_implementation": ATTENTION,
+    }
+
+
 def bert_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
     """A BertConfig of ``dims`` whose vocabulary and pad id match ``tokenizer``."""
-    _check_heads(dims)
     return BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=dims.hidden_size,
-        num_hidden_layers=dims.num_layers,
-        num_attention_heads=dims.num_heads,
-        intermediate_size=dims.intermediate_size,
+        **_encoder_sizes(dims, tokenizer),
         hidden_dropout_prob=dims.dropout,
         attention_probs_dropout_prob=dims.dropout,
         max_position_embeddings=dims.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        attn_implementation=ATTENTION,
     )
 
 
+def modernbert_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> ModernBertConfig:
+    """A ModernBERT (Warner et al. 2024) of ``dims``: pre-norm, GeGLU, rotary positions, no biases, alternating
+    local and global attention; ``intermediate_size`` is the width of each GeGLU half."""
+    cls_id, sep_id = _special_id(tokenizer, "cls"), _special_id(tokenizer, "sep")
+    return ModernBertConfig(
+        **_encoder_sizes(dims, tokenizer),
+        max_position_embeddings=dims.max_position_embeddings,
+        attention_dropout=dims.dropout,
+        embedding_dropout=dims.dropout,
+        mlp_dropout=dims.dropout,
+        pad_token_id=_special_id(tokenizer, "pad"),
+        cls_token_id=cls_id, bos_token_id=cls_id, sep_token_id=sep_id, eos_token_id=sep_id,
+    )
+
+
+def roberta_prelayernorm_config(dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> RobertaPreLayerNormConfig:
+    """A RoBERTa with pre-layer normalisation (the ``efficient_mlm`` models of Wettig et al. 2023) of ``dims``.
+
+    RoBERTa numbers positions from ``pad_token_id + 1``, so it gets that many extra position embeddings.
+    """
+    pad_id = _special_id(tokenizer, "pad")
+    return RobertaPreLayerNormConfig(
+        **_encoder_sizes(dims, tokenizer),
+        hidden_dropout_prob=dims.dropout,
+        attention_probs_dropout_prob=dims.dropout,
+        max_position_embeddings=dims.max_position_embeddings + pad_id + 1,
+        type_vocab_size=2,  # sentence pairs of a BERT-style tokenizer (fine-tuning on pairs)
+        pad_token_id=pad_id,
+    )
+
+
+#: ``model.architecture`` (the ``model_type`` of the saved config.json) -> the config builder of an encoder
+#: trained from scratch; all load with AutoModelForMaskedLM and the fill-mask pipeline
+ENCODERS = {"bert": bert_config, "modernbert": modernbert_config, "roberta-prelayernorm": roberta_prelayernorm_config}
+
+
+def _special_id(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
+    token_id = getattr(tokenizer, f"{name}_token_id")
+    if token_id is None:
+        raise UserError(f"the tokenizer has no {name} token, which this encoder needs; train one with tokenizer.kind=wordpiece")
+    return token_id
+
+
+def encoder_config(architecture: str, dims: TransformerDims, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The config of a ``model.architecture`` encoder of ``dims`` for ``tokenizer``; one-line error for an unknown name."""
+    return ENCODERS[check_architecture_name(architecture)](dims, tokenizer)
+
+
+def check_architecture_name(architecture: str) -> str:
+    """``architecture`` if it is one of :data:`ENCODERS`, else a one-line error listing them."""
+    if architecture not in ENCODERS:
+        raise UserError(f"model.architecture={architecture} is not known; choose one of {', '.join(ENCODERS)}")
+    return architecture
+
+
 def build_mlm_model(
-    tokenizer: PreTrainedTokenizerBase, dims: TransformerDims | None = None, checkpoint: str | None = None
+    tokenizer: PreTrainedTokenizerBase, dims: TransformerDims | None = None, checkpoint: str | None = None,
+    architecture: str | None = None,
 ) -> PreTrainedModel:
-    """A masked-LM model: loaded from ``checkpoint`` (folder or hub name), else a BERT of ``dims``.
+    """A masked-LM model: loaded from ``checkpoint`` (folder or hub name), else an encoder of ``dims``.
+
+    ``architecture``: one of :data:`ENCODERS` (None: ``bert``); with a checkpoint,
+    None takes the checkpoint's own and a name must match it.
 
     Example::
 
-        model = build_mlm_model(tokenizer, TransformerDims(hidden_size=256, num_layers=4))
+        model = build_mlm_model(tokenizer, TransformerDims(hidden_size=256, num_layers=4), architecture="modernbert")
     """
     if checkpoint:
         model = load_pretrained(AutoModelForMaskedLM, checkpoint)
+        _check_architecture(model, architecture, checkpoint)
     else:
-        model = BertForMaskedLM(bert_config(dims or TransformerDims(), tokenizer))
+        config = encoder_config(architecture or "bert", dims or TransformerDims(), tokenizer)
+        model = AutoModelForMaskedLM.from_config(config)
     check_vocab_fits(model, tokenizer)
     return model
+
+
+def _check_architecture(model: PreTrainedModel, architecture: str | None, checkpoint: str) -> None:
+    if architecture is None:
+        return
+    found = model.config.model_type
+    if found != check_architecture_name(architecture):
+        raise UserError(
+            f"model.checkpoint={checkpoint} is a {found} model but model.architecture={architecture}; "
+            f"set model.architecture to null (or {found}) to continue from it"
+        )
+
+
+def mlm_head(model: PreTrainedModel):
+    """The vocabulary head of a ``*ForMaskedLM`` model as a function (N, D) -> (N, V), for sparse prediction."""
+    for name in ("cls", "lm_head"):  # BERT, RoBERTa
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    if isinstance(model, ModernBertForMaskedLM):
+        return lambda hidden: model.decoder(model.head(hidden))
+    raise UserError(f"{type(model).__name__} has no known masked-LM head; set mlm.sparse_prediction=false")
 
 
 def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:

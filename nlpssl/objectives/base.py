@@ -29,6 +29,9 @@ class Objective(nn.Module):
     card_tag: str | None = None  # None: the class name in lower case
     card_description: str | None = None
     card_usage: str = ""
+    #: counts ``forward`` returns under ``eval_counts`` in evaluation mode, summed over the evaluation
+    #: batches and logged as ``eval_<name>`` divided by the number of targets (e.g. top-1 hits -> accuracy)
+    eval_count_names: tuple[str, ...] = ()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

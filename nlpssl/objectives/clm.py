@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from nlpssl.data.collators import IGNORE_INDEX
+from nlpssl.evaluation.token_accuracy import ContextFreeBaseline
 from nlpssl.losses import token_cross_entropy
 from nlpssl.objectives.base import ModelObjective
 
@@ -40,7 +41,7 @@ def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 1:]
 
 
-class CausalLM(ModelObjective):
+class CausalLM(ContextFreeBaseline, ModelObjective):
     """Next-token prediction on a ``*ForCausalLM`` model (Radford et al. 2018, GPT).
 
     Args:
@@ -48,6 +49,9 @@ class CausalLM(ModelObjective):
         sparse_prediction: apply the output embeddings (the vocabulary head) only
             at positions with a target; set False for models whose logits are more than
             ``lm_head(hidden)`` (logit scaling or soft-capping).
+
+    In evaluation mode it also counts top-1 and top-5 next-token hits, and the
+    unigram baseline's once :meth:`set_context_free_baseline` is called.
 
     Example::
 
@@ -70,12 +74,15 @@ class CausalLM(ModelObjective):
             hidden, targets = shift_for_next_token(hidden, batch["labels"])  # (B, L-1, D), (B, L-1)
             has_target = targets != IGNORE_INDEX  # (B, L-1)
             logits = self.model.get_output_embeddings()(hidden[has_target])  # (N, V)
-            loss = token_cross_entropy(logits, targets[has_target])
         else:
             logits, targets = shift_for_next_token(self.model(**inputs).logits, batch["labels"])  # (B, L-1, V)
             has_target = targets != IGNORE_INDEX
-            loss = token_cross_entropy(logits, targets)
-        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": has_target.sum()}
+            logits = logits[has_target]  # (N, V)
+        loss = token_cross_entropy(logits, targets[has_target])
+        return {
+            "loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": has_target.sum(),
+            **self._evaluation_counts(logits, targets[has_target]),
+        }
 
     def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Positions with a next token to predict: the loss is their mean."""

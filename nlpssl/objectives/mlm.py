@@ -12,17 +12,22 @@ import torch
 from transformers import PreTrainedModel
 
 from nlpssl.data.collators import IGNORE_INDEX
+from nlpssl.evaluation.token_accuracy import ContextFreeBaseline
 from nlpssl.losses import token_cross_entropy
+from nlpssl.models.text import mlm_head
 from nlpssl.objectives.base import ModelObjective
 
 
-class MaskedLM(ModelObjective):
+class MaskedLM(ContextFreeBaseline, ModelObjective):
     """BERT-style masked LM on a ``*ForMaskedLM`` model (Devlin et al. 2019).
 
     Args:
         model: a Hugging Face masked-LM model whose ``base_model`` returns hidden
             states and whose output embeddings' owner head maps (N, D) -> (N, V).
         sparse_prediction: project only masked positions to the vocabulary.
+
+    In evaluation mode it also counts top-1 and top-5 hits at the masked
+    positions, and the context-free baseline's once :meth:`set_context_free_baseline` is called.
 
     Example::
 
@@ -45,21 +50,16 @@ class MaskedLM(ModelObjective):
             hidden = self.model.base_model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).last_hidden_state  # (B, L, D)
-            logits = self._head(hidden[targets])  # (N, V)
-            loss = token_cross_entropy(logits, labels[targets])
+            logits = mlm_head(self.model)(hidden[targets])  # (N, V)
         else:
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, L, V)
-            loss = token_cross_entropy(logits, labels)
-        return {"loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": targets.sum()}
+            logits = logits[targets]  # (N, V)
+        loss = token_cross_entropy(logits, labels[targets])
+        return {
+            "loss": loss, "num_tokens": batch["attention_mask"].sum(), "num_targets": targets.sum(),
+            **self._evaluation_counts(logits, labels[targets]),
+        }
 
     def count_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked positions: the loss is their mean."""
         return (batch["labels"] != IGNORE_INDEX).sum()
-
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        # BertForMaskedLM keeps its head in `cls`; other families name it differently,
-        # so fall back to the full model's head module found next to the base model.
-        head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head", None)
-        if head is None:
-            raise TypeError(f"{type(self.model).__name__} has no known MLM head; use sparse_prediction=False")
-        return head(hidden)

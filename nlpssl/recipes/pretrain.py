@@ -15,11 +15,13 @@ import datasets
 from nlpssl.config import save_config
 from nlpssl.data.corpus import TxtMode, load_corpus
 from nlpssl.data.text import PackStyle, PackStats, tokenize_and_pack
-from nlpssl.data.tokenizer import load_tokenizer, train_tokenizer
+from nlpssl.data.tokenizer import check_trained_from, corpus_fingerprint, load_tokenizer, save_trained_tokenizer, train_tokenizer
 from nlpssl.errors import UserError
+from nlpssl.evaluation.token_accuracy import most_frequent_tokens
 from nlpssl.launch import send_folder
 from nlpssl.models.text import TransformerDims
 from nlpssl.recipes.common import output_path, start_run
+from nlpssl.sources import local_path
 from nlpssl.train import TrainConfig
 
 
@@ -67,10 +69,17 @@ class ModelConfig(TransformerDims):
 
 
 @dataclass
+class EncoderConfig(ModelConfig):
+    """A masked-LM encoder: from ``checkpoint``, else an ``architecture`` of the given dimensions."""
+
+    architecture: str | None = None  # bert, modernbert or roberta-prelayernorm; None: the checkpoint's, or bert
+
+
+@dataclass
 class MLMRecipe:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
     mlm: MaskingConfig = field(default_factory=MaskingConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="outputs/mlm"))
 
@@ -111,20 +120,34 @@ def resolve_tokenizer(
     cfg: TokenizerConfig, texts: datasets.Dataset, model_checkpoint: str | None, block_size: int, save_dir: Path
 ):
     """The configured tokenizer (or the checkpoint's); else the one trained earlier in
-    ``save_dir``; else train one on ``texts`` and save it there (so resumes and
+    ``save_dir``, if it was trained from these settings and ``texts`` (one line
+    otherwise); else train one on ``texts`` and save it there (so resumes and
     other processes use the very same vocabulary)."""
+    if not cfg.path and model_checkpoint:
+        checkpoint = local_path(model_checkpoint)
+        if checkpoint is not None and not checkpoint.is_dir():
+            raise UserError(f"checkpoint folder {checkpoint} not found; pass an existing model folder")
     source = cfg.path or model_checkpoint
     if source:
         return load_tokenizer(source)
+    settings = {"kind": cfg.kind, "vocab_size": cfg.vocab_size, "lowercase": cfg.lowercase, "min_frequency": cfg.min_frequency}
+    trained_from = settings | {"model_max_length": max(block_size, 512), "corpus": corpus_fingerprint(_texts_of(texts))}
     if (save_dir / "tokenizer_config.json").is_file():
+        check_trained_from(save_dir, trained_from)
         print(f"nlpssl: using the tokenizer trained earlier in {save_dir}")
         return load_tokenizer(save_dir)
     print(f"nlpssl: training a {cfg.kind} tokenizer (vocab {cfg.vocab_size}) on {len(texts):,} documents")
     tokenizer = train_tokenizer(
-        texts["text"], cfg.kind, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, model_max_length=max(block_size, 512)
+        texts["text"], cfg.kind, cfg.vocab_size, cfg.lowercase, cfg.min_frequency, model_max_length=trained_from["model_max_length"]
     )
-    tokenizer.save_pretrained(save_dir)
+    save_trained_tokenizer(tokenizer, save_dir, trained_from)
     return tokenizer
+
+
+def _texts_of(documents: datasets.Dataset, batch_size: int = 10_000):
+    """The ``text`` column, read a batch at a time."""
+    for batch in documents.select_columns(["text"]).iter(batch_size=batch_size):
+        yield from batch["text"]
 
 
 def pack_splits(
@@ -145,6 +168,17 @@ class LMData:
     collator: Callable
     train_blocks: datasets.Dataset
     valid_blocks: datasets.Dataset
+    context_free_ids: list[int]  # the most frequent target tokens of the training blocks, most frequent first
+
+
+def context_free_guesses(blocks: datasets.Dataset, tokenizer, style: PackStyle) -> list[int]:
+    """The context-free baseline's guesses: the training data's most frequent targets.
+
+    Masked LM never masks special tokens, so they are left out; a causal LM
+    also predicts the separators between documents, so only padding is.
+    """
+    never_targets = tokenizer.all_special_ids if style == "bert" else [tokenizer.pad_token_id]
+    return most_frequent_tokens(blocks.with_format("numpy")["input_ids"], len(tokenizer), [i for i in never_targets if i is not None])
 
 
 def prepare_lm_data(cfg: MLMRecipe | CLMRecipe, style: PackStyle, make_collator: Callable) -> LMData:
@@ -172,4 +206,4 @@ def prepare_lm_data(cfg: MLMRecipe | CLMRecipe, style: PackStyle, make_collator:
         train_blocks, valid_blocks, _ = pack_splits(train_docs, valid_docs, tokenizer, cfg.data, style)
     if state.is_main_process:
         save_config(cfg, output_path(cfg.train, "config.yaml"))
-    return LMData(tokenizer, collator, train_blocks, valid_blocks)
+    return LMData(tokenizer, collator, train_blocks, valid_blocks, context_free_guesses(train_blocks, tokenizer, style))

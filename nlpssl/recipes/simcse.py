@@ -38,7 +38,9 @@ class SentenceModelConfig:
 class SimCSEConfig:
     temperature: float = 0.05
     gather: bool = True  # negatives from every process
-    stsb_dir: str | None = "auto"  # STS-B for model selection: auto = ../shared/data/stsb when present; none = off
+    stsb_dir: str | None = "auto"  # data for model selection: auto = ../shared/data (stsb/, wikitext2/) when present; none = off
+    select_on: Literal["stsb_dev", "stsb_dev+longtext_dev"] = "stsb_dev"  # the dev score best/ is chosen by
+    longtext_max_length: int = 256  # tokens per paragraph in the long-text check
 
 
 @dataclass
@@ -91,6 +93,45 @@ def load_simcse_encoder(model: SentenceModelConfig):
         encoder.pooler.requires_grad_(False)
     pooler = SentencePooler(model.pooler, hidden_size=encoder.config.hidden_size)
     return encoder, tokenizer, pooler
+
+
+def dev_metrics(simcse: SimCSEConfig, tokenizer):
+    """objective -> the dev scores to log and select on, or None when there is no STS-B.
+
+    ``stsb_dev`` (Spearman x100); with ``wikitext2/`` beside ``stsb/``, also
+    ``longtext_dev`` (same-article paragraph retrieval MRR x100 on WikiText-2
+    valid, :mod:`nlpssl.evaluation.long_text`); ``select_on`` "stsb_dev+longtext_dev"
+    adds their mean as ``dev_mean``, which then selects ``best/``.
+    """
+    from nlpssl.data.sts import default_data_dir
+    from nlpssl.evaluation.long_text import evaluate_long_text
+
+    stsb = stsb_dev_metric(simcse.stsb_dir, tokenizer)
+    if stsb is None:
+        if simcse.select_on != "stsb_dev":
+            raise UserError(f"simcse.select_on={simcse.select_on} needs STS-B and WikiText-2; set simcse.stsb_dir to the folder holding them")
+        return None
+    root = default_data_dir() if simcse.stsb_dir == "auto" else Path(simcse.stsb_dir)
+    if not (root / "wikitext2").is_dir():
+        if simcse.select_on != "stsb_dev":
+            raise UserError(f"simcse.select_on={simcse.select_on} needs {root / 'wikitext2'}; set simcse.select_on=stsb_dev")
+        return stsb
+
+    def compute(objective) -> dict:
+        scores = stsb(objective)
+        scores["longtext_dev"] = evaluate_long_text(
+            objective.encoder, tokenizer, root / "wikitext2", "dev", objective.embed, max_length=simcse.longtext_max_length,
+        )["mrr"]
+        if simcse.select_on == "stsb_dev+longtext_dev":
+            scores["dev_mean"] = (scores["stsb_dev"] + scores["longtext_dev"]) / 2
+        return scores
+
+    return compute
+
+
+def selection_key(simcse: SimCSEConfig) -> str:
+    """The logged score that selects ``best/``."""
+    return "stsb_dev" if simcse.select_on == "stsb_dev" else "dev_mean"
 
 
 def stsb_dev_metric(stsb_dir: str | None, tokenizer):
