@@ -1,7 +1,7 @@
 """Kill -9 at any instant: a tiny MLM run SIGKILLed again and again, resumed each time, ends as if never killed.
 
-    python benchmarks/kill_resume.py                          # 20 kills of a 60-step run (some minutes on 2 CPU cores)
-    python benchmarks/kill_resume.py --kills 3 --steps 12     # smoke run
+    python benchmarks/kill_resume.py                          # 20 kills of a 132-step run (some minutes on 2 CPU cores)
+    python benchmarks/kill_resume.py --kills 3                # smoke run
 
 ``scripts/pretrain_mlm.py`` (hidden 32, one layer, blocks of 32 tokens, batch 4,
 a checkpoint every ``--save-every`` steps, every step logged) runs once
@@ -259,12 +259,15 @@ def train_tokenizer(work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="run length (default: (kills + 2) x 2 x save_every: no kill can come after the run ended, "
+                             "as one killed process advances at most 2 x save_every steps)")
     parser.add_argument("--save-every", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"kill moments to draw from (default: all of {','.join(KINDS)})")
     parser.add_argument("--work", type=Path, default=None, help="a new folder for both runs (default: a temporary one)")
     options = parser.parse_args()
+    options.steps = options.steps or (options.kills + 2) * 2 * options.save_every
     if unknown := set(options.kinds.split(",")) - set(KINDS):
         parser.error(f"unknown --kinds {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
     work = options.work or Path(tempfile.mkdtemp(prefix="kill_resume_"))
