@@ -14,12 +14,14 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from tqdm.auto import tqdm
 
 import nlpssl.checkpoints
 from nlpssl.checkpoints import complete_checkpoints, find_resume_point
@@ -103,6 +105,9 @@ MOMENTS = {
 
 def _killed_run(setup, run: Path, moment: str, marker: Path) -> None:
     """Child: park at ``moment`` (set up in this process only), then train."""
+    # tqdm's write lock is a multiprocessing lock the fork shares with the parent: a child killed
+    # while drawing its bar would hold it for ever and hang the parent's next bar. Its own lock, then.
+    tqdm.set_lock(threading.RLock())
     if MOMENTS[moment] is not None:
         MOMENTS[moment](marker)
     _train(setup, run)
