@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 from datetime import timedelta
@@ -126,3 +127,12 @@ def accelerator_rank(rank: int, world: int, port: int, processes_per_node: int |
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module, to call its ``main(argv)`` in this process."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

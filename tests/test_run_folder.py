@@ -1,7 +1,6 @@
 """Output folders: a new run never starts over another, a resume never continues with another config or tokenizer;
 and the same command gives the same run (tokenizer, losses) in two new folders."""
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,10 +13,9 @@ from nlpssl.config import load_config, to_dict
 from nlpssl.errors import UserError
 from nlpssl.recipes.pretrain import MLMRecipe, TokenizerConfig, resolve_tokenizer
 from nlpssl.run_folder import changed_keys, check_output_dir, output_dir_problem
-from tests.helpers import TINY_OVERRIDES, bible_subset, train_losses
+from tests.helpers import TINY_OVERRIDES, bible_subset, load_script, train_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
 ONE_PROCESS = SimpleNamespace(is_main_process=True, is_local_main_process=True, wait_for_everyone=lambda: None)
 
 
@@ -99,10 +97,7 @@ def test_a_reused_tokenizer_must_match_its_settings_and_corpus(tmp_path, capsys)
 
 @pytest.fixture(scope="module")
 def pretrain_mlm():
-    spec = importlib.util.spec_from_file_location("pretrain_mlm", REPO / "scripts" / "pretrain_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pretrain_mlm")
 
 
 @pytest.fixture(scope="module")

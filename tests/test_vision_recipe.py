@@ -7,7 +7,6 @@ two-process runs go through `accelerate launch`, as users start them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from nlpssl.config import load_config
 from nlpssl.errors import UserError
 from nlpssl.models.momentum import KeyQueue
 from nlpssl.recipes.vision import METHODS, VisionRecipe, backbone_spec, check_recipe, method_shortcut
-from tests.helpers import free_port, read_metrics
+from tests.helpers import free_port, load_script, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -118,10 +117,7 @@ def test_method_shortcut_reads_the_method_recipe():
 @pytest.fixture(scope="module")
 def pretrain_vision():
     """The script as a module: its ``main(argv)``."""
-    spec = importlib.util.spec_from_file_location("pretrain_vision", REPO / "scripts" / "pretrain_vision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pretrain_vision")
 
 
 def method_args(method: str, queue_size: int = 16) -> list[str]:
