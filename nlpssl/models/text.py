@@ -7,6 +7,7 @@ mismatch fails with one line instead of an index error deep inside torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from transformers import (
@@ -171,11 +172,17 @@ def mlm_head(model: PreTrainedModel):
     raise UserError(f"{type(model).__name__} has no known masked-LM head; set mlm.sparse_prediction=false")
 
 
-def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
-    """``model_class.from_pretrained`` with a one-line error for a missing or unloadable checkpoint."""
+def checkpoint_folder(name_or_path: str) -> Path | None:
+    """The local folder ``name_or_path`` names (None for a hub name); a one-line error when it does not exist."""
     path = local_path(name_or_path)
     if path is not None and not path.is_dir():
         raise UserError(f"checkpoint folder {path} not found; pass an existing model folder")
+    return path
+
+
+def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
+    """``model_class.from_pretrained`` with a one-line error for a missing or unloadable checkpoint."""
+    path = checkpoint_folder(name_or_path)
     try:
         return model_class.from_pretrained(str(path) if path is not None else name_or_path, **kwargs)
     except (OSError, ValueError, KeyError) as error:

@@ -19,9 +19,8 @@ from nlpssl.data.tokenizer import check_trained_from, corpus_fingerprint, load_t
 from nlpssl.errors import UserError
 from nlpssl.evaluation.token_accuracy import most_frequent_tokens
 from nlpssl.launch import send_folder
-from nlpssl.models.text import TransformerDims
+from nlpssl.models.text import TransformerDims, checkpoint_folder
 from nlpssl.recipes.common import output_path, start_run
-from nlpssl.sources import local_path
 from nlpssl.train import TrainConfig
 
 
@@ -124,9 +123,7 @@ def resolve_tokenizer(
     otherwise); else train one on ``texts`` and save it there (so resumes and
     other processes use the very same vocabulary)."""
     if not cfg.path and model_checkpoint:
-        checkpoint = local_path(model_checkpoint)
-        if checkpoint is not None and not checkpoint.is_dir():
-            raise UserError(f"checkpoint folder {checkpoint} not found; pass an existing model folder")
+        checkpoint_folder(model_checkpoint)  # a missing folder named as the model's, not as a tokenizer's
     source = cfg.path or model_checkpoint
     if source:
         return load_tokenizer(source)
