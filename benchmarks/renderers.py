@@ -154,12 +154,21 @@ def vision_knn(result: dict) -> Cells:
     what = (f"each method for the same budget: {result['steps']} steps x {result['batch_size']} images of a seeded "
             f"{result['train_images']:,}-image CIFAR-10 train subset, ResNet-18 width {result['width']} (MAE: a ViT); "
             f"kNN (k={result['knn_k']}) of frozen features on {result['test_images']:,} test images; seeds {result['seeds']}")
-    knn = sorted(result["knn"].items(), key=lambda item: -item[1])
-    methods = ", ".join(f"{name} {value:.2f}" for name, value in knn)
     untrained = f"untrained ResNet {points(result['random_init'])}"
     if result.get("random_init_vit") is not None:
         untrained += f", untrained ViT {points(result['random_init_vit'])}"
-    return [(what, f"kNN %: {untrained}; {methods}")]
+
+    def cell(name: str, value: float) -> str:
+        baseline = result.get("random_init_vit") if name == "mae" else None
+        baseline = result["random_init"] if baseline is None else baseline
+        spread = f" ± {result['knn_std'][name]:.2f}" if name in result.get("knn_std", {}) else ""
+        verdict = "" if result["beats_random"].get(name, True) else ", **not above untrained**"
+        return f"{name} {value:.2f}{spread} ({value - baseline:+.2f}{verdict})"
+
+    methods = ", ".join(cell(name, value) for name, value in sorted(result["knn"].items(), key=lambda item: -item[1]))
+    versus = result.get("simclr_beats_lightly")
+    lightly = "" if versus is None else f"; nlpssl SimCLR above lightly's: {'yes' if versus else '**no**'}"
+    return [(what, f"kNN %: {untrained}; {methods}{lightly}")]
 
 
 def mlm_budget(result: dict) -> Cells:

@@ -77,7 +77,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("mlm_budget", render=renderers.mlm_budget),
     Benchmark("kill_resume", quick_args=("--kills", "3", "--steps", "12"), render=renderers.kill_resume),
     Benchmark("vision_throughput", quick_args=("--rounds", "1", "--steps", "1", "--batch-size", "32"), render=renderers.vision_throughput),
-    Benchmark("vision_knn", args=("--steps", "100", "--train-images", "10000"), render=renderers.vision_knn),
+    Benchmark("vision_knn", args=("--steps", "400", "--train-images", "10000"), render=renderers.vision_knn),
 )
 
 #: benchmark scripts this runner leaves out, and why

@@ -1,6 +1,6 @@
 """Vision SSL methods on one CPU budget: kNN accuracy on CIFAR-10 test of each pretrained ResNet-18 (MAE: its ViT).
 
-    python benchmarks/vision_knn.py [--steps 200 --batch-size 128 --width 32 --image-size 32 --seeds 0]
+    python benchmarks/vision_knn.py [--steps 400 --batch-size 128 --width 32 --image-size 32 --seeds 0]
     python benchmarks/vision_knn.py --methods simclr,moco --seeds 0 1 2
     python benchmarks/vision_knn.py --quick                       # smoke run: minutes
 
@@ -163,7 +163,7 @@ def summary(runs: list[tuple[float, float, float]]) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32, help="ResNet-18 first-stage channels")
     parser.add_argument("--image-size", type=int, default=32)

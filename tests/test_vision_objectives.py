@@ -402,6 +402,20 @@ def test_every_method_loss_is_finite_and_reaches_the_encoder(method):
     assert teacher is None or all(p.grad is None for p in teacher.parameters())
 
 
+def test_colorization_features_see_only_lightness_as_in_training():
+    torch.manual_seed(0)
+    objective = build_objective(tiny_recipe("colorization")).eval()
+    images = random_images(4)  # (4, 3, 16, 16)
+    swapped = images[:, [2, 0, 1]]  # other colours; lightness differs too
+    grey = images.float().mean(dim=1, keepdim=True).round().to(torch.uint8).expand(-1, 3, -1, -1)  # no colour at all
+    with torch.no_grad():
+        grey_features = objective.features(grey)
+        lightness_only = objective.backbone(objective.split_lab(objective.as_float(grey))[0])
+        assert torch.allclose(grey_features, lightness_only)
+        assert not torch.allclose(objective.features(images), objective.backbone(objective.as_float(images)))
+        assert not torch.allclose(objective.features(images), objective.features(swapped))
+
+
 def test_simclr_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     objective = build_objective(tiny_recipe("simclr")).train()

@@ -60,3 +60,8 @@ class Colorization(VisionObjective):
         every_pixel = torch.ones(per_pixel[0].shape[:2], device=view.device)  # (B, S*S)
         loss = masked_mse(*per_pixel, every_pixel)
         return {"loss": loss, **self.counts(batch)}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of the grey image, the only input the backbone ever trained on: uint8 (B, 3, S, S) -> (B, D)."""
+        grey, _ = self.split_lab(self.as_float(images))
+        return self.backbone(grey)
