@@ -2,6 +2,7 @@
 
     python benchmarks/run_all.py                                      # every benchmark: hours on a 2-core CPU
     python benchmarks/run_all.py --only mlm_throughput,finetune_sst2  # rerun some, merged into results.json
+    python benchmarks/run_all.py --missing                            # only those without a full, current entry yet
     python benchmarks/run_all.py --quick                              # smoke run of all: results-quick.json
     python benchmarks/run_all.py --list                               # the table: names and commands
 
@@ -193,6 +194,20 @@ def merged(previous: dict | None, entries: dict[str, dict], table=BENCHMARKS, re
     }
 
 
+def still_to_run(results: dict | None, table=BENCHMARKS) -> list[str]:
+    """Benchmarks whose entry is absent, a smoke run, failed, or made by another command than today's full one.
+
+    ``--missing`` runs just these, so a full run can be spread over several sittings.
+    """
+    entries = (results or {}).get("benchmarks", {})
+
+    def current(benchmark: Benchmark) -> bool:
+        entry = entries.get(benchmark.name, {})
+        return entry.get("status") == "ok" and not entry.get("quick") and entry.get("command") == " ".join(benchmark.command(False))
+
+    return [benchmark.name for benchmark in table if not current(benchmark)]
+
+
 def run(names: list[str], quick: bool, results_path: Path, table=BENCHMARKS, repo: Path = REPO) -> dict:
     """Run the named benchmarks of ``table`` in order, merging each entry into ``results_path`` as it ends; the results.
 
@@ -214,14 +229,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated benchmark names (default: all)")
     parser.add_argument("--quick", action="store_true", help="each benchmark's smoke-run arguments (default file: results-quick.json)")
     parser.add_argument("--results", type=Path, help=f"results file (default {RESULTS.relative_to(REPO)})")
+    parser.add_argument("--missing", action="store_true", help="only benchmarks without a full entry made by today's command")
     parser.add_argument("--list", action="store_true", help="print the table and exit")
     args = parser.parse_args(argv)
     known = [b.name for b in BENCHMARKS]
     args.names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else known
+    if args.missing and (args.quick or args.only):
+        parser.error("--missing picks the benchmarks itself: give it without --only and --quick")
     unknown = [name for name in args.names if name not in known]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.results = args.results or (QUICK_RESULTS if args.quick else RESULTS)
+    if args.missing:
+        args.names = still_to_run(load_results(args.results))
     return args
 
 

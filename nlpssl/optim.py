@@ -1,4 +1,4 @@
-"""The optimizer and learning rate of the training loop: AdamW with decay by tensor rank, warmup + cosine."""
+"""The optimizer and learning rate of the training loop: AdamW (or SGD with momentum) with decay by tensor rank, warmup + cosine."""
 
 from __future__ import annotations
 
@@ -33,11 +33,28 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]
     ]
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimizer(
-    module: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6
-) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups`; the fused kernel where torch has one for the device."""
+    module: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6,
+    name: str = "adamw", momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """The optimizer over :func:`parameter_groups`.
+
+    ``adamw`` (default): the fused kernel where torch has one for the device.
+    ``sgd``: SGD with ``momentum`` and L2 weight decay, what SimSiam and BYOL's
+    CIFAR recipes train with (non-contrastive methods can collapse under Adam).
+
+    Example::
+
+        make_optimizer(model, lr=0.03, weight_decay=5e-4, name="sgd")
+    """
     groups = parameter_groups(module, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name != "adamw":
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, ValueError):

@@ -64,6 +64,8 @@ class TrainConfig:
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: with momentum and L2 decay (SimSiam, BYOL on CIFAR)
+    sgd_momentum: float = 0.9
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_eps: float = 1e-6
@@ -130,7 +132,9 @@ def train(
     set_cpu_threads(accelerator, cfg.cpu_threads)
     set_seed(cfg.seed)
     apply_model_options(objective, cfg.compile, cfg.gradient_checkpointing)
-    optimizer = make_optimizer(objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
+    optimizer = make_optimizer(
+        objective, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps, cfg.optimizer, cfg.sgd_momentum,
+    )
     model, optimizer = accelerator.prepare(objective, optimizer)
     start = _resume(accelerator, output_dir, cfg.resume, cfg.grad_accum_steps)
     evaluators = [as_evaluator(evaluator) for evaluator in evaluators]  # plain functions keep working

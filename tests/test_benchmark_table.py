@@ -153,6 +153,17 @@ def test_only_replaces_the_entries_it_reruns(fake_repo):
     assert saved["quick"] is True and list(saved["benchmarks"]) == ["first", "second"]
 
 
+def test_missing_picks_benchmarks_without_a_full_entry_of_todays_command(fake_repo):
+    table = (Benchmark("first", args=("--full",)), Benchmark("second"), Benchmark("broken"), Benchmark("absent"))
+    results_path = fake_repo / "results.json"
+    run_all.run(["first", "second", "broken"], False, results_path, table, fake_repo)
+    assert run_all.still_to_run(load_results(results_path), table) == ["broken", "absent"]
+    run_all.run(["second"], True, results_path, table, fake_repo)  # a smoke run replaces the full entry
+    changed = (Benchmark("first", args=("--longer",)), *table[1:])  # today's command differs from the recorded one
+    assert run_all.still_to_run(load_results(results_path), changed) == ["first", "second", "broken", "absent"]
+    assert run_all.still_to_run(None, table) == ["first", "second", "broken", "absent"]
+
+
 @pytest.mark.slow
 def test_run_all_quick_runs_a_real_benchmark_end_to_end(tmp_path):
     results_path = tmp_path / "results.json"

@@ -19,7 +19,7 @@ from nlpssl.data.collators import MLMCollator
 from nlpssl.errors import UserError
 from nlpssl.models.text import build_mlm_model
 from nlpssl.objectives.mlm import MaskedLM
-from nlpssl.optim import parameter_groups
+from nlpssl.optim import make_optimizer, parameter_groups
 from nlpssl.train import TrainConfig, train
 from nlpssl.objectives.base import Objective, sub_state_dict
 from tests.helpers import TINY_DIMS, accelerator_rank, read_metrics, run_gloo_ranks, tiny_blocks, train_losses
@@ -109,6 +109,26 @@ def test_weight_decay_by_rank(setup):
     assert plain["weight_decay"] == 0.0
     total = sum(1 for p in model.parameters())
     assert len(decayed["params"]) + len(plain["params"]) == total
+
+
+def test_sgd_is_momentum_sgd_with_l2_decay_on_matrices_only():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    optimizer = make_optimizer(layer, lr=0.1, weight_decay=0.01, name="sgd", momentum=0.9)
+    inputs = torch.randn(4, 3)
+    velocity_w, velocity_b = torch.zeros_like(weight), torch.zeros_like(bias)
+    for _ in range(2):
+        optimizer.zero_grad()
+        layer(inputs).square().sum().backward()
+        with torch.no_grad():  # the same step by hand: v = 0.9 v + (g + decay * w); w -= lr * v
+            velocity_w = 0.9 * velocity_w + layer.weight.grad + 0.01 * weight
+            velocity_b = 0.9 * velocity_b + layer.bias.grad  # biases are not decayed
+            weight, bias = weight - 0.1 * velocity_w, bias - 0.1 * velocity_b
+        optimizer.step()
+        assert torch.allclose(layer.weight, weight, atol=1e-6) and torch.allclose(layer.bias, bias, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        make_optimizer(layer, lr=0.1, weight_decay=0.0, name="lamb")
 
 
 def test_validation_smaller_than_a_batch_fails_before_training(setup, tmp_path):
