@@ -159,8 +159,8 @@ def vision_knn(result: dict) -> Cells:
         untrained += f", untrained ViT {points(result['random_init_vit'])}"
 
     def cell(name: str, value: float) -> str:
-        baseline = result.get("random_init_vit") if name == "mae" else None
-        baseline = result["random_init"] if baseline is None else baseline
+        own_vit = name == "mae" and result.get("random_init_vit") is not None  # MAE against its untrained ViT
+        baseline = result["random_init_vit"] if own_vit else result["random_init"]
         spread = f" ± {result['knn_std'][name]:.2f}" if name in result.get("knn_std", {}) else ""
         verdict = "" if result["beats_random"].get(name, True) else ", **not above untrained**"
         return f"{name} {value:.2f}{spread} ({value - baseline:+.2f}{verdict})"
