@@ -103,9 +103,8 @@ def endless(loader):
 def simclr_model(backbone, projection_dim: int = SIMCLR_PROJECTION_DIM):
     """lightly's SimCLR module from its docs: ``backbone`` (B, C, S, S) -> (B, D), then ``SimCLRProjectionHead(D, D, E)``.
 
-    The head is Linear(D, D) - BatchNorm - ReLU - Linear(D, E) - BatchNorm
-    (lightly 1.6 adds the last BatchNorm and drops the Linear biases; nlpssl's
-    ``MLPHead`` ends on a Linear with bias). Same shapes either way.
+    The head is Linear(D, D) - BatchNorm - ReLU - Linear(D, E) - BatchNorm, as
+    nlpssl's SimCLR head (``MLPHead(..., output_norm=True)``).
     """
     from lightly.models.modules import SimCLRProjectionHead
     from torch import nn

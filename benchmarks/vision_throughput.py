@@ -14,13 +14,13 @@ both sides, lr 2e-3, weight decay 1e-4, as configs/vision/simclr.yaml).
   of the uint8 array and a seed (``ImageCollator``); the ``SimCLR`` objective of
   ``build_objective`` moves them to the device, makes both views with one
   kornia call per view over the batch (``BatchViews("simclr")``), runs one
-  forward of the 2B views, ``nt_xent``; backward, clip, step.
+  forward per view (B images each), ``nt_xent``; backward, clip, step.
 - lightly: its documented SimCLR recipe. A torch ``DataLoader`` (``--workers``
   persistent worker processes, shuffle, drop_last) over a dataset that builds a
   PIL image from the same uint8 array in ``__getitem__`` (what a user's dataset
   of in-memory images does) and applies ``SimCLRTransform`` per image; the
   model is the backbone plus ``SimCLRProjectionHead``, called once per view as
-  lightly's example does (two forwards of B, the same FLOPs as one of 2B), and
+  lightly's example does (two forwards of B, as nlpssl), and
   ``NTXentLoss``; backward, clip, step.
 
 Neither side decodes JPEG in the timed loop. ``SimCLRTransform`` is set to the
@@ -31,8 +31,7 @@ ratio 3/4-4/3, flip 0.5, jitter p 0.8, grayscale 0.2, ImageNet mean/std) are
 equal. Remaining differences: kornia draws the order of the four jitter
 operations once per view and batch, torchvision once per image; kornia crops by
 one affine warp (bilinear, no antialias), torchvision resizes each crop with
-antialias; lightly's head ends with BatchNorm(128) where nlpssl's ends with a
-Linear bias.
+antialias. Both heads are Linear - BatchNorm - ReLU - Linear - BatchNorm.
 
 Timing: after warm-up the two sides alternate rounds of ``--steps`` steps
 (``common.alternate``); each reports its median images/s over rounds. A

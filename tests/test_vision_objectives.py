@@ -416,6 +416,31 @@ def test_colorization_features_see_only_lightness_as_in_training():
         assert not torch.allclose(objective.features(images), objective.features(swapped))
 
 
+class _BatchNormOnly(torch.nn.Module):
+    """A backbone of one BatchNorm and a mean: blind to a per-channel affine change of its whole batch."""
+
+    feature_dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm(images).pow(2).mean(dim=(2, 3))  # (B, 3)
+
+
+def test_simclr_normalises_each_view_with_its_own_batch_statistics(monkeypatch):
+    torch.manual_seed(0)
+    objective = simclr.SimCLR(_BatchNormOnly(), build_objective(tiny_recipe("simclr")).spec, views=None).train()
+    view = torch.randn(8, 3, 4, 4)
+    monkeypatch.setattr(objective, "make_views", lambda batch: [view, 3.0 * view + 5.0])  # view 2: rescaled and shifted
+    projections = []
+    objective.projector.register_forward_hook(lambda module, inputs, output: projections.append(output))
+    objective(image_batch(8))
+    z1, z2 = projections  # one projector call per view; in one joint batch the shift would set the views apart
+    assert torch.allclose(z1, z2, atol=1e-4)
+
+
 def test_simclr_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     objective = build_objective(tiny_recipe("simclr")).train()

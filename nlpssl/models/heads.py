@@ -87,7 +87,7 @@ class MLPHead(nn.Module):
         hidden_dim: H, the width of the hidden layer (BYOL: 4096, SimCLR: = D).
         out_dim: E, the output width (BYOL: 256, SimCLR: 128).
         batch_norm: False gives Linear - ReLU - Linear (SimCLR v1 without BN).
-        output_norm: BatchNorm on the output too (SimSiam's projector; it helps against collapse).
+        output_norm: BatchNorm on the output too (SimSiam's projector against collapse; SimCLR v2's head).
 
     Example::
 
