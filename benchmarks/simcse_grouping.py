@@ -5,7 +5,7 @@
 
 Both arms are the recipe itself: ``scripts/train_simcse.py`` with
 configs/simcse_unsup.yaml (the offline all-MiniLM-L6-v2, mean pooling, each
-bible-web sentence twice with dropout as the augmentation, batch 64, 32 tokens,
+bible-web sentence twice with dropout as the augmentation, batch 128, 32 tokens,
 lr 3e-5, temperature 0.05), ``--train.max_steps`` steps, and one difference:
 ``--train.group_by_length`` true (the recipe's default: batches of similar
 length, in random order) or false (seeded random batches). Each seed draws the
