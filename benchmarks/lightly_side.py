@@ -34,7 +34,7 @@ def import_lightly() -> ModuleType:
 # Shapes: N images, B batch, C channels, S image side, D backbone width, E projection width.
 
 SIMCLR_PROJECTION_DIM = 128
-SIMCLR_TEMPERATURE = 0.5
+SIMCLR_TEMPERATURE = 0.5  # NTXentLoss's default, as lightly's SimCLR examples use it
 
 
 def simclr_transform(image_size: int = 32):

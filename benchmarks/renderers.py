@@ -171,6 +171,22 @@ def vision_knn(result: dict) -> Cells:
     return [(what, f"kNN %: {untrained}; {methods}{lightly}")]
 
 
+def vision_variants(result: dict) -> Cells:
+    what = (f"recipe variants at vision_knn's budget ({result['steps']} steps x {result['batch_size']} images), scored by "
+            f"kNN on {result['val_images']:,} CIFAR-10 train images left out of training (the split recipes are chosen on, "
+            f"never test); seeds {result['seeds']}")
+
+    def cell(method: str, name: str, value: float) -> str:
+        std = result.get("knn_std", {}).get(method, {}).get(name)
+        return f"{name} {value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+    figures = "; ".join(
+        f"{method}: " + ", ".join(cell(method, name, value) for name, value in named.items())
+        for method, named in result["knn"].items()
+    )
+    return [(what, f"kNN %: {figures}")]
+
+
 def mlm_budget(result: dict) -> Cells:
     variants = sorted(result["variants"].items(), key=lambda item: -item[1]["top1"])
     what = (f"masked-LM recipe changes on one budget ({result['tokens_per_run']:,} training tokens per run): "

@@ -49,16 +49,17 @@ TAIL_LINES = 30
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One row of the table: ``benchmarks/<name>.py`` with its full-run and smoke-run arguments, and its renderer."""
+    """One row of the table: ``benchmarks/<name>.py`` (or ``<runs>.py``) with its full-run and smoke-run arguments, and its renderer."""
 
     name: str
     args: tuple[str, ...] = ()
     quick_args: tuple[str, ...] = ("--quick",)
     render: Callable[[dict], list[tuple[str, str]]] = field(default=renderers.generic, compare=False)
+    runs: str | None = None  # the script's name when this row runs another row's script with other arguments
 
     @property
     def script(self) -> str:
-        return f"benchmarks/{self.name}.py"
+        return f"benchmarks/{self.runs or self.name}.py"
 
     def command(self, quick: bool) -> list[str]:
         """The command as the README shows it (``python``, relative path)."""
@@ -79,6 +80,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("kill_resume", quick_args=("--kills", "3", "--steps", "12"), render=renderers.kill_resume),
     Benchmark("vision_throughput", quick_args=("--rounds", "1", "--steps", "1", "--batch-size", "32"), render=renderers.vision_throughput),
     Benchmark("vision_knn", args=("--steps", "400", "--train-images", "10000"), render=renderers.vision_knn),
+    Benchmark("vision_knn_simclr", runs="vision_knn", args=("--methods", "simclr", "--steps", "400", "--train-images", "10000"),
+              quick_args=("--quick", "--methods", "simclr"), render=renderers.vision_knn),
+    Benchmark("vision_variants", render=renderers.vision_variants),
 )
 
 #: benchmark scripts this runner leaves out, and why

@@ -23,10 +23,14 @@ wall time per method is printed and reported.
 - lightly SimCLR: ``SimCLRTransform`` (set to nlpssl's simclr preset: jitter
   strength 0.5, no blur at 32 px), a torch DataLoader with ``--workers``
   workers, the same ``ResNet18(width)``, ``SimCLRProjectionHead(D, D, 128)``,
-  ``NTXentLoss(0.5)``, a forward per view as lightly's docs; the simclr
+  ``NTXentLoss()`` at its default temperature 0.5 (as lightly's docs and
+  examples use it), a forward per view as lightly's docs; the simclr
   recipe's AdamW (lr, betas, eps, weight decay by tensor rank), learning-rate
   schedule (``nlpssl.optim.learning_rate``), clipping, steps and batch
-  (``lightly_side.train_simclr``).
+  (``lightly_side.train_simclr``). The one setting that differs from nlpssl's
+  recipe is that temperature: the recipe's 0.2 was chosen on held-out train
+  images (``vision_variants.py``); at an equal temperature the two SimCLRs are
+  the same algorithm on the same model and tie within seed noise.
 
 Evaluation, after training and for every backbone alike: frozen features,
 weighted cosine kNN (k=200, T=0.1; ``frozen_evaluation`` with probe_epochs=0)
@@ -71,8 +75,8 @@ QUICK = {"steps": 5, "train_images": 2000, "test_images": 1000}
 TEST_SUBSET_SEED = 0  # one fixed test subset (--test-images) for every method and seed
 
 
-def recipe(method: str, seed: int, args) -> VisionRecipe:
-    """configs/vision/<method>.yaml with this benchmark's data, budget and seed."""
+def recipe(method: str, seed: int, args, overrides: tuple[str, ...] = ()) -> VisionRecipe:
+    """configs/vision/<method>.yaml with this benchmark's data, budget and seed (then ``overrides``: ``--key=value``)."""
     steps = args.steps
     argv = [
         "--config", str(CONFIGS / f"{method}.yaml"),
@@ -86,7 +90,7 @@ def recipe(method: str, seed: int, args) -> VisionRecipe:
         argv.append(f"--data.max_train_images={args.train_images}")
     if args.threads:
         argv.append(f"--train.cpu_threads={args.threads}")
-    cfg = load_config(VisionRecipe, argv)
+    cfg = load_config(VisionRecipe, [*argv, *overrides])
     if method == "moco" and cfg.method.queue_size % args.batch_size:
         cfg.method.queue_size = max(1, round(cfg.method.queue_size / args.batch_size)) * args.batch_size
     return cfg
@@ -107,9 +111,9 @@ def evaluation_images(cfg: VisionRecipe, args) -> tuple:
     return splits["train"], subset(splits["test"], args.test_images, TEST_SUBSET_SEED)
 
 
-def run_nlpssl(method: str, seed: int, args, bank, test) -> tuple[float, float, float]:
+def run_nlpssl(method: str, seed: int, args, bank, test, overrides: tuple[str, ...] = ()) -> tuple[float, float, float]:
     """Train one nlpssl method as scripts/pretrain_vision.py does; (kNN %, train s, kNN s)."""
-    cfg = recipe(method, seed, args)
+    cfg = recipe(method, seed, args, overrides)
     check_recipe(cfg, num_processes=1)
     set_seed(seed)
     objective = build_objective(cfg)
@@ -132,7 +136,7 @@ def run_random(seed: int, args, bank, test, device: torch.device, method: str = 
 
 
 def run_lightly(seed: int, args, bank, test, device: torch.device) -> tuple[float, float, float]:
-    """lightly's SimCLR on the same backbone, budget and optimizer settings as nlpssl's simclr recipe."""
+    """lightly's SimCLR (its NTXentLoss default temperature) on the backbone, budget and optimizer of nlpssl's simclr recipe."""
     cfg = recipe("simclr", seed, args)
     train_images = load_splits(cfg)["train"]
     set_seed(seed)
@@ -140,7 +144,7 @@ def run_lightly(seed: int, args, bank, test, device: torch.device) -> tuple[floa
     started = time.perf_counter()
     backbone = lightly_side.train_simclr(
         backbone, train_images.images, train_images.labels, cfg.train, cfg.data.image_size, args.workers, device,
-        cfg.method.temperature, cfg.method.projection_dim,
+        lightly_side.SIMCLR_TEMPERATURE, cfg.method.projection_dim,
     ).eval()
     trained_s = time.perf_counter() - started
     from lightly.transforms.utils import IMAGENET_NORMALIZE  # what SimCLRTransform normalised with

@@ -5,7 +5,7 @@
 Both sides train SimCLR on the same decoded uint8 array (CIFAR-10 train, 50,000
 images at 32 px, from ../shared/data when present, else the built-in digits),
 batch B images = 2B views, the same ``nlpssl.models.vision.ResNet18(width)``,
-a D-D-128 projection head, NT-Xent at temperature 0.5, gradient clipping at
+a D-D-128 projection head, NT-Xent at the recipe's temperature, gradient clipping at
 1.0 and torch AdamW (fused where torch has the kernel; decay by tensor rank on
 both sides, lr 2e-3, weight decay 1e-4, as configs/vision/simclr.yaml).
 

@@ -40,7 +40,7 @@ def test_every_renderer_turns_its_benchmarks_json_line_into_filled_cells():
     lines = {line["benchmark"]: line for line in map(json.loads, JSON_LINES.read_text().splitlines())}
     for benchmark in BENCHMARKS:
         assert benchmark.render is not renderers.generic, f"{benchmark.name} has no renderer in renderers.py"
-        cells = benchmark.render(lines[benchmark.name])
+        cells = benchmark.render(lines[benchmark.runs or benchmark.name])
         assert cells and all(what and result for what, result in cells), benchmark.name
 
 
@@ -98,7 +98,7 @@ def test_render_marks_smoke_runs_failures_and_benchmarks_not_run():
     assert "Smoke run" in block and "(smoke run) **1.50x**" in block
     assert "failed (exit status 1) at commit abcdef0" in block
     assert block.count("not run yet") == len(BENCHMARKS) - 2
-    assert all(f"`python benchmarks/{b.name}.py" in render(None) for b in BENCHMARKS)
+    assert all(f"`python benchmarks/{b.runs or b.name}.py" in render(None) for b in BENCHMARKS)
 
 
 def test_with_block_replaces_only_the_text_between_the_markers():

@@ -15,6 +15,7 @@ tests renormalise lightly's initial bank in float64 so both see the same rows.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 
 import pytest
@@ -27,7 +28,7 @@ if importlib.util.find_spec("lightly") is None:
     pytest.skip("lightly is not installed", allow_module_level=True)
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from lightly_side import import_lightly  # noqa: E402
+from lightly_side import SIMCLR_TEMPERATURE, import_lightly  # noqa: E402
 
 import_lightly()
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss  # noqa: E402
@@ -49,6 +50,11 @@ def test_nt_xent_matches_lightly(batch, temperature):
     z1, z2 = random_pair(batch, 16, seed=batch)
     expected = NTXentLoss(temperature=temperature, memory_bank_size=0)(z1, z2)
     torch.testing.assert_close(nt_xent(z1, z2, temperature), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_benchmarks_lightly_simclr_uses_ntxent_default_temperature():
+    """vision_knn runs lightly's SimCLR as its docs do: NTXentLoss() at its own default."""
+    assert inspect.signature(NTXentLoss.__init__).parameters["temperature"].default == SIMCLR_TEMPERATURE
 
 
 @pytest.mark.parametrize("batch", [1, 5, 32])

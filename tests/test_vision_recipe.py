@@ -20,9 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 from nlpssl.config import load_config
+from nlpssl.data.images import ImageSet
 from nlpssl.errors import UserError
 from nlpssl.models.momentum import KeyQueue
-from nlpssl.recipes.vision import METHODS, VisionRecipe, backbone_spec, check_recipe, method_shortcut
+from nlpssl.recipes.vision import METHODS, VisionRecipe, backbone_spec, check_recipe, method_shortcut, subset, subset_rows
 from tests.helpers import free_port, load_script, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,6 +98,15 @@ def test_every_recipe_passes_its_own_checks():
         cfg = recipe(method)
         assert cfg.method.name == method
         check(cfg)
+
+
+def test_subset_rows_split_the_images_into_the_seeded_subset_and_the_rest():
+    inside, outside = subset_rows(50, 20, seed=3)
+    assert len(inside) == 20 and len(outside) == 30
+    assert sorted(torch.cat([inside, outside]).tolist()) == list(range(50))
+    assert torch.equal(inside, subset_rows(50, 20, seed=3)[0]) and not torch.equal(inside, subset_rows(50, 20, seed=4)[0])
+    images = ImageSet(torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1), torch.arange(50), ["a"], 0)
+    assert subset(images, 20, seed=3).labels.tolist() == inside.tolist()
 
 
 def test_method_shortcut_reads_the_method_recipe():

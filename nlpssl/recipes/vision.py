@@ -170,7 +170,13 @@ def subset(images, count: int | None, seed: int):
     """A seeded random subset of at most ``count`` images (all of them when count is None or larger)."""
     if count is None or count >= len(images):
         return images
-    return images.select(torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count].sort().values)
+    return images.select(subset_rows(len(images), count, seed)[0])
+
+
+def subset_rows(size: int, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of :func:`subset`'s seeded ``count`` of ``size`` images, and the rows left out, each sorted."""
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return order[:count].sort().values, order[count:].sort().values
 
 
 def evaluation_sets(cfg: VisionRecipe, splits: dict) -> tuple | None:
