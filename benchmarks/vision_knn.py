@@ -165,29 +165,46 @@ def summary(runs: list[tuple[float, float, float]]) -> dict:
     return result
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training budget and seeds every run of this benchmark (and of vision_variants.py) shares."""
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=int, default=32, help="ResNet-18 first-stage channels")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: the loop's, one per core)")
+
+
+def chosen(parser: argparse.ArgumentParser, value: str, known: list[str], what: str) -> list[str]:
+    """The comma-separated ``value`` as a list; a parser error naming any not in ``known``."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
+def parse_with_quick(parser: argparse.ArgumentParser, quick: dict, help: str) -> argparse.Namespace:
+    """Parse with a ``--quick`` flag that sets the arguments in ``quick`` (a smoke run)."""
+    parser.add_argument("--quick", action="store_true", help=help)
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_budget_arguments(parser)
     parser.add_argument("--methods", default="all", help=f"comma-separated subset of: {','.join(METHODS)}")
     parser.add_argument("--no-lightly", action="store_true", help="skip lightly's SimCLR")
     parser.add_argument("--workers", type=int, default=2, help="lightly's DataLoader worker processes")
     parser.add_argument("--train-images", type=int, default=None, help="a seeded subset of CIFAR-10 train (default: all 50,000)")
     parser.add_argument("--test-images", type=int, default=None, help="a seeded subset of CIFAR-10 test (default: all 10,000)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: the loop's, one per core)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_vision_knn"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: 5 steps, 2,000 train images (the bank), 1,000 test images")
-    args = parser.parse_args()
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    args.methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    args = parse_with_quick(parser, QUICK, "smoke run: 5 steps, 2,000 train images (the bank), 1,000 test images")
+    args.methods = chosen(parser, ",".join(METHODS) if args.methods == "all" else args.methods, list(METHODS), "method(s)")
     return args
 
 

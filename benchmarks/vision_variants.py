@@ -60,24 +60,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     everything = [f"{method}:{name}" for method, names in VARIANTS.items() for name in names]
     parser.add_argument("--variants", default=",".join(everything), help="comma-separated METHOD:VARIANT, of: " + ", ".join(everything))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--width", type=int, default=32, help="ResNet-18 first-stage channels")
-    parser.add_argument("--image-size", type=int, default=32)
+    vision_knn.add_budget_arguments(parser)
     parser.add_argument("--train-images", type=int, default=10000, help="the seeded training subset (the kNN bank)")
     parser.add_argument("--val-images", type=int, default=2000, help="left-out train images scored by kNN")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_vision_variants"))
-    parser.add_argument("--quick", action="store_true", help="smoke run: 5 steps, 2,000 training images, 500 scored")
-    args = parser.parse_args()
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in everything]
-    if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(everything)}")
+    args = vision_knn.parse_with_quick(parser, QUICK, "smoke run: 5 steps, 2,000 training images, 500 scored")
+    args.variants = vision_knn.chosen(parser, args.variants, everything, "variant(s)")
     return args
 
 
