@@ -208,14 +208,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def use_threads(args, device: torch.device) -> None:
+    """On CPU, ``--threads`` torch threads, else one per usable core: what nlpssl.train does."""
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+
+
 def main() -> None:
     args = parse_args()
     if not CIFAR10.is_file():
         raise SystemExit(f"error: {CIFAR10} not found; this benchmark needs CIFAR-10 in ../shared/data (or NLPSSL_SHARED_DATA)")
     lightly_side.import_lightly()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))  # what nlpssl.train does on CPU
+    use_threads(args, device)
     bank, test = evaluation_images(recipe("simclr", args.seeds[0], args), args)
     runs: dict[str, list] = {}
     randoms = [RANDOM, *([RANDOM_VIT] if "mae" in args.methods else [])]

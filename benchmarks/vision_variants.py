@@ -73,8 +73,8 @@ def main() -> None:
     args = parse_args()
     if not vision_knn.CIFAR10.is_file():
         raise SystemExit(f"error: {vision_knn.CIFAR10} not found; this benchmark needs CIFAR-10 in ../shared/data")
-    torch.set_num_threads(args.threads or torch.get_num_threads())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vision_knn.use_threads(args, device)
     methods = list(dict.fromkeys(variant.split(":")[0] for variant in args.variants))
     scores: dict[str, dict[str, list[float]]] = {method: {"untrained": []} for method in methods}
     for seed in args.seeds:
