@@ -533,3 +533,18 @@ def test_final_mae_folder_reloads_with_the_same_features_and_in_transformers(dig
     assert type(model).__name__ == "ViTMAEModel"
     for name, tensor in trained.mae.vit.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_mae_linear_layers_start_xavier_uniform_with_zero_bias():
+    from nlpssl.models.vision import BackboneSpec, build_mae
+
+    torch.manual_seed(0)
+    mae = build_mae(BackboneSpec(architecture="vit", image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=2))
+    linears = [module for module in mae.modules() if isinstance(module, torch.nn.Linear)]
+    assert len(linears) > 10  # encoder and decoder blocks, decoder embed and prediction
+    for linear in linears:
+        fan_out, fan_in = linear.weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert linear.weight.abs().max() <= bound
+        assert linear.weight.std() > 0.8 * bound / math.sqrt(3)  # uniform(-b, b) has std b / sqrt(3); N(0, 0.02) is far below
+        assert linear.bias is None or not linear.bias.any()

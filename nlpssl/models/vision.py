@@ -170,7 +170,22 @@ def build_mae(spec: BackboneSpec) -> nn.Module:
         decoder_num_hidden_layers=spec.decoder_num_layers, decoder_num_attention_heads=spec.decoder_num_heads,
         decoder_intermediate_size=4 * spec.decoder_hidden_size, mask_ratio=spec.mask_ratio, norm_pix_loss=True,
     )
-    return ViTMAEForPreTraining(config)
+    return init_linear_like_mae(ViTMAEForPreTraining(config))
+
+
+def init_linear_like_mae(model: nn.Module) -> nn.Module:
+    """Xavier-uniform weights and zero biases in every ``nn.Linear``, as MAE's own code initialises its ViT.
+
+    ``transformers`` draws linear weights from N(0, 0.02); at vision_knn's
+    budget the Xavier start learns faster (selection kNN 25.35 vs 23.70 after
+    400 steps, loss 0.73 vs 0.76 at step 160; see the README's MAE notes).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 def build_backbone(spec: BackboneSpec) -> nn.Module:
