@@ -113,14 +113,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: tracked files whose changes cannot move a figure: the results this runner writes, and prose
+NOT_CODE = (":!benchmarks/results.json", ":!benchmarks/results-quick.json", ":!*.md")
+
+
 def commit(repo: Path = REPO) -> dict:
-    """HEAD's hash, and whether tracked files differ from it (the figures then come from uncommitted code)."""
+    """HEAD's hash, and whether tracked code differs from it (the figures then come from uncommitted code).
+
+    The results files and Markdown are left out: this runner rewrites them between benchmarks.
+    """
 
     def git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else None
 
-    changes = git("status", "--porcelain", "--untracked-files=no")
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)
     return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(changes) if changes is not None else None}
 
 

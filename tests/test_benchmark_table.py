@@ -141,6 +141,25 @@ def test_run_all_records_each_json_line_with_command_time_commit_and_machine(fak
     assert saved["quick"] is False
 
 
+def test_only_code_changes_mark_a_result_as_from_uncommitted_code(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks").mkdir()
+    files = {"benchmarks/results.json": "{}", "benchmarks/results-quick.json": "{}", "README.md": "# r", "model.py": "x = 1"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    assert run_all.commit(tmp_path)["uncommitted_changes"] is False
+    for name in ("benchmarks/results.json", "benchmarks/results-quick.json", "README.md"):  # what run_all itself rewrites
+        (tmp_path / name).write_text("changed")
+    assert run_all.commit(tmp_path)["uncommitted_changes"] is False
+    (tmp_path / "model.py").write_text("x = 2")
+    assert run_all.commit(tmp_path)["uncommitted_changes"] is True
+
+
 def test_only_replaces_the_entries_it_reruns(fake_repo):
     table = (Benchmark("first"), Benchmark("second", quick_args=("--few",)))
     results_path = fake_repo / "results.json"
