@@ -40,6 +40,10 @@ reports the mean and standard deviation; ``beats_random`` compares a method's
 mean with the random-init mean, ``simclr_beats_lightly`` nlpssl's SimCLR with
 lightly's. ``--quick``: 5 steps, a seeded 2,000-image train subset (also the
 bank) and 1,000 test images. Needs CIFAR-10 in ../shared/data.
+
+Each finished (method, seed) run is kept in ``--out/runs.jsonl``
+(``run_ledger.py``); started again with the same code, arguments, libraries
+and CPU, the benchmark reads those back and trains only the rest.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lightly_side  # noqa: E402
 from common import SHARED_DATA, print_result  # noqa: E402
+from run_ledger import RunLedger, fingerprint  # noqa: E402
 
 from accelerate.utils import set_seed  # noqa: E402
 
@@ -214,6 +219,20 @@ def use_threads(args, device: torch.device) -> None:
         torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
 
 
+def one_run(name: str, seed: int, args, bank, test, device: torch.device, randoms: list[str]) -> tuple[float, float, float]:
+    """Train and score one (name, seed): an untrained baseline, lightly's SimCLR or an nlpssl method."""
+    if name in randoms:
+        return run_random(seed, args, bank, test, device, "mae" if name == RANDOM_VIT else "simclr")
+    if name == LIGHTLY:
+        return run_lightly(seed, args, bank, test, device)
+    return run_nlpssl(name, seed, args, bank, test)
+
+
+def budget_arguments(args) -> dict:
+    """The arguments a single run's figure depends on (not which methods or seeds this invocation runs)."""
+    return {key: value for key, value in vars(args).items() if key not in ("methods", "seeds", "no_lightly", "out")}
+
+
 def main() -> None:
     args = parse_args()
     if not CIFAR10.is_file():
@@ -225,16 +244,16 @@ def main() -> None:
     runs: dict[str, list] = {}
     randoms = [RANDOM, *([RANDOM_VIT] if "mae" in args.methods else [])]
     names = [*randoms, *args.methods, *([] if args.no_lightly else [LIGHTLY])]
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(budget_arguments(args)))
     for name in names:
         for seed in args.seeds:
-            print(f"== {name}, seed {seed}", flush=True)
-            if name in randoms:
-                run = run_random(seed, args, bank, test, device, "mae" if name == RANDOM_VIT else "simclr")
-            elif name == LIGHTLY:
-                run = run_lightly(seed, args, bank, test, device)
+            run = ledger.get(name, seed)
+            if run is None:
+                print(f"== {name}, seed {seed}", flush=True)
+                run = ledger.record(name, seed, one_run(name, seed, args, bank, test, device, randoms))
+                print(f"== {name}, seed {seed}: kNN {run[0]:.2f}%  train {run[1]:.0f}s  kNN eval {run[2]:.0f}s", flush=True)
             else:
-                run = run_nlpssl(name, seed, args, bank, test)
-            print(f"== {name}, seed {seed}: kNN {run[0]:.2f}%  train {run[1]:.0f}s  kNN eval {run[2]:.0f}s", flush=True)
+                print(f"== {name}, seed {seed}: kNN {run[0]:.2f}% (from {ledger.path}: same code, arguments and CPU)", flush=True)
             runs.setdefault(name, []).append(run)
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     random_knn = results[RANDOM]["knn"]
@@ -266,7 +285,7 @@ def main() -> None:
         "steps": args.steps, "batch_size": args.batch_size, "width": args.width, "image_size": args.image_size,
         "seeds": args.seeds, "train_images": len(bank), "bank_images": len(bank), "test_images": len(test),
         "knn_k": 200, "knn_temperature": 0.1, "workers": args.workers, "torch_threads": threads, "device": device.type,
-        "quick": args.quick, "data": "cifar10",
+        "quick": args.quick, "data": "cifar10", "reused_runs": ledger.reused,
     })
 
 

@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vision_knn  # noqa: E402
 from common import print_result  # noqa: E402
+from run_ledger import RunLedger, fingerprint  # noqa: E402
 
 from nlpssl.recipes.vision import load_splits, subset_rows  # noqa: E402
 
@@ -77,16 +78,22 @@ def main() -> None:
     vision_knn.use_threads(args, device)
     methods = list(dict.fromkeys(variant.split(":")[0] for variant in args.variants))
     scores: dict[str, dict[str, list[float]]] = {method: {"untrained": []} for method in methods}
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(vision_knn.budget_arguments(args) | {"variants": None}))
     for seed in args.seeds:
         bank, val = selection_split(args, seed)
         for method in methods:
-            scores[method]["untrained"].append(vision_knn.run_random(seed, args, bank, val, device, method)[0])
+            untrained = ledger.get(f"{method}:untrained", seed)
+            if untrained is None:
+                untrained = ledger.record(f"{method}:untrained", seed, vision_knn.run_random(seed, args, bank, val, device, method))
+            scores[method]["untrained"].append(untrained[0])
         for variant in args.variants:
             method, name = variant.split(":")
-            run_args = argparse.Namespace(**{**vars(args), "out": args.out / method / name})
-            accuracy = vision_knn.run_nlpssl(method, seed, run_args, bank, val, VARIANTS[method][name])[0]
-            print(f"== {variant}, seed {seed}: kNN {accuracy:.2f}% on the selection split", flush=True)
-            scores[method].setdefault(name, []).append(accuracy)
+            run = ledger.get(variant, seed)
+            if run is None:
+                run_args = argparse.Namespace(**{**vars(args), "out": args.out / method / name})
+                run = ledger.record(variant, seed, vision_knn.run_nlpssl(method, seed, run_args, bank, val, VARIANTS[method][name]))
+            print(f"== {variant}, seed {seed}: kNN {run[0]:.2f}% on the selection split", flush=True)
+            scores[method].setdefault(name, []).append(run[0])
     print(f"\nkNN % of {len(val)} left-out train images at {args.steps} steps x {args.batch_size}, seeds {args.seeds}")
     for method, named in scores.items():
         for name, values in named.items():
@@ -99,7 +106,7 @@ def main() -> None:
                     for method, named in scores.items()},
         "overrides": {variant: list(VARIANTS[variant.split(":")[0]][variant.split(":")[1]]) for variant in args.variants},
         "steps": args.steps, "batch_size": args.batch_size, "width": args.width, "seeds": args.seeds,
-        "train_images": args.train_images, "val_images": len(val), "quick": args.quick,
+        "train_images": args.train_images, "val_images": len(val), "quick": args.quick, "reused_runs": ledger.reused,
     })
 
 

@@ -1,0 +1,58 @@
+"""The benchmarks' run ledger: a stopped long benchmark reuses only runs of the very same code, arguments and machine."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from run_ledger import RunLedger, fingerprint  # noqa: E402
+
+
+def a_repo(root):
+    """A tree with one file under each of the globs the fingerprint reads."""
+    for relative in ("nlpssl/losses.py", "benchmarks/vision_knn.py", "configs/vision/simclr.yaml"):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {relative}\n")
+    return root
+
+
+def test_fingerprint_changes_with_code_arguments_and_only_those(tmp_path):
+    repo = a_repo(tmp_path)
+    arguments = {"steps": 400, "batch_size": 128}
+    first = fingerprint(arguments, repo)
+    assert fingerprint(dict(arguments), repo) == first
+    assert fingerprint({**arguments, "steps": 401}, repo) != first
+    (repo / "configs/vision/simclr.yaml").write_text("method:\n  temperature: 0.5\n")
+    assert fingerprint(arguments, repo) != first
+    (repo / "README.md").write_text("prose is not code")
+    second = fingerprint(arguments, repo)
+    (repo / "README.md").write_text("other prose")
+    assert fingerprint(arguments, repo) == second
+
+
+def test_a_recorded_run_is_reused_under_its_fingerprint_only(tmp_path):
+    path = tmp_path / "out" / "runs.jsonl"
+    ledger = RunLedger(path, "aaaa")
+    assert ledger.get("simclr", 0) is None
+    assert ledger.record("simclr", 0, (43.81, 893.0, 39.0)) == (43.81, 893.0, 39.0)
+
+    later = RunLedger(path, "aaaa")
+    assert later.get("simclr", 0) == [43.81, 893.0, 39.0]
+    assert later.get("simclr", 1) is None and later.get("moco", 0) is None
+    assert later.reused == ["simclr:0"]
+    assert RunLedger(path, "bbbb").get("simclr", 0) is None
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_that_run_trains_again(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    RunLedger(path, "aaaa").record("simclr", 0, (40.0, 1.0, 1.0))
+    with open(path, "a") as ledger:
+        ledger.write('{"name": "moco", "seed": 0, "fingerp')
+    ledger = RunLedger(path, "aaaa")
+    assert ledger.get("moco", 0) is None
+    assert ledger.get("simclr", 0) == [40.0, 1.0, 1.0]
+    ledger.record("moco", 0, (38.4, 2.0, 2.0))
+    assert RunLedger(path, "aaaa").get("moco", 0) == [38.4, 2.0, 2.0]
