@@ -89,10 +89,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 NOT_RUN_HERE = {"gpu_check": "needs a CUDA GPU; benchmarks/gpu_check.sh runs it on a lent machine"}
 
 
+#: the libraries whose versions can move a figure
+PACKAGES = ("torch", "torchvision", "kornia", "transformers", "sentence-transformers", "accelerate", "lightly")
+
+
 def machine() -> dict:
     """The CPU model, cores, Python and the versions of the libraries the figures depend on."""
     versions = {}
-    for package in ("torch", "transformers", "sentence-transformers", "accelerate", "lightly"):
+    for package in PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

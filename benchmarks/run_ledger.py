@@ -12,33 +12,33 @@ anything else (a changed file, another argument, another CPU) trains afresh.
 Example::
 
     ledger = RunLedger(args.out / "runs.jsonl", fingerprint(vars(args)))
-    run = ledger.get("simclr", 0) or ledger.record("simclr", 0, train_and_score())
+    run = ledger.run("simclr", 0, train_and_score)   # read back, or trained now and recorded
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 from pathlib import Path
+from typing import Callable, Sequence
+
+from run_all import machine
 
 REPO = Path(__file__).resolve().parents[1]
 #: what a figure of these benchmarks depends on, besides their arguments
 CODE_GLOBS = ("nlpssl/**/*.py", "benchmarks/*.py", "configs/**/*.yaml")
-PACKAGES = ("torch", "torchvision", "kornia", "transformers", "accelerate", "lightly")
 
 
 def fingerprint(arguments: dict, repo: Path = REPO) -> str:
-    """A hash of the code, ``arguments`` (JSON-able values), library versions and CPU: equal means the same run."""
+    """A hash of the code, ``arguments`` (JSON-able values), library versions, Python and CPU: equal means the same run."""
     digest = hashlib.sha256()
     for pattern in CODE_GLOBS:
         for path in sorted(repo.glob(pattern)):
             digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(json.dumps(arguments, sort_keys=True, default=str).encode())
-    digest.update(json.dumps({name: _version(name) for name in PACKAGES}).encode())
-    digest.update(f"{platform.processor()}|{_cpu_model()}|{len(os.sched_getaffinity(0))}".encode())
+    host = {key: value for key, value in machine().items() if key != "platform"}  # not the kernel's version
+    digest.update(json.dumps(host, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -49,17 +49,23 @@ class RunLedger:
         self.path = Path(path)
         self.fingerprint = run_fingerprint
         self.reused: list[str] = []
+        self._runs = {(entry["name"], entry["seed"]): entry["run"]
+                      for entry in self._entries() if entry["fingerprint"] == run_fingerprint}
 
     def get(self, name: str, seed: int) -> list | None:
         """The recorded ``run`` of (name, seed) under this fingerprint, or None (then train it)."""
-        for entry in self._entries():
-            if (entry["name"], entry["seed"], entry["fingerprint"]) == (name, seed, self.fingerprint):
-                self.reused.append(f"{name}:{seed}")
-                return entry["run"]
-        return None
+        run = self._runs.get((name, seed))
+        if run is not None:
+            self.reused.append(f"{name}:{seed}")
+        return run
 
-    def record(self, name: str, seed: int, run):
-        """Append (name, seed)'s ``run`` (JSON-able) to the ledger, flushed and fsynced; returns ``run``."""
+    def run(self, name: str, seed: int, compute: Callable[[], Sequence]) -> list:
+        """(name, seed)'s recorded run, or ``compute()``'s, recorded now; ``reused`` says which it was."""
+        run = self.get(name, seed)
+        return run if run is not None else self.record(name, seed, compute())
+
+    def record(self, name: str, seed: int, run: Sequence) -> list:
+        """Append (name, seed)'s ``run`` (JSON-able) to the ledger, flushed and fsynced; returns it as a list."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"name": name, "seed": seed, "fingerprint": self.fingerprint, "run": list(run)})
         cut_short = self.path.is_file() and not self.path.read_bytes().endswith(b"\n")  # a kill mid-line
@@ -67,7 +73,8 @@ class RunLedger:
             ledger.write(("\n" if cut_short else "") + line + "\n")
             ledger.flush()
             os.fsync(ledger.fileno())
-        return run
+        self._runs[(name, seed)] = list(run)
+        return list(run)
 
     def _entries(self) -> list[dict]:
         if not self.path.is_file():
@@ -79,20 +86,3 @@ class RunLedger:
             except json.JSONDecodeError:  # a line cut short by a kill: that run trains again
                 continue
         return entries
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()

@@ -247,13 +247,12 @@ def main() -> None:
     ledger = RunLedger(args.out / "runs.jsonl", fingerprint(budget_arguments(args)))
     for name in names:
         for seed in args.seeds:
-            run = ledger.get(name, seed)
-            if run is None:
-                print(f"== {name}, seed {seed}", flush=True)
-                run = ledger.record(name, seed, one_run(name, seed, args, bank, test, device, randoms))
-                print(f"== {name}, seed {seed}: kNN {run[0]:.2f}%  train {run[1]:.0f}s  kNN eval {run[2]:.0f}s", flush=True)
-            else:
+            print(f"== {name}, seed {seed}", flush=True)
+            run = ledger.run(name, seed, lambda: one_run(name, seed, args, bank, test, device, randoms))
+            if f"{name}:{seed}" in ledger.reused:
                 print(f"== {name}, seed {seed}: kNN {run[0]:.2f}% (from {ledger.path}: same code, arguments and CPU)", flush=True)
+            else:
+                print(f"== {name}, seed {seed}: kNN {run[0]:.2f}%  train {run[1]:.0f}s  kNN eval {run[2]:.0f}s", flush=True)
             runs.setdefault(name, []).append(run)
     results = {name: summary(name_runs) for name, name_runs in runs.items()}
     random_knn = results[RANDOM]["knn"]

@@ -82,16 +82,12 @@ def main() -> None:
     for seed in args.seeds:
         bank, val = selection_split(args, seed)
         for method in methods:
-            untrained = ledger.get(f"{method}:untrained", seed)
-            if untrained is None:
-                untrained = ledger.record(f"{method}:untrained", seed, vision_knn.run_random(seed, args, bank, val, device, method))
+            untrained = ledger.run(f"{method}:untrained", seed, lambda: vision_knn.run_random(seed, args, bank, val, device, method))
             scores[method]["untrained"].append(untrained[0])
         for variant in args.variants:
             method, name = variant.split(":")
-            run = ledger.get(variant, seed)
-            if run is None:
-                run_args = argparse.Namespace(**{**vars(args), "out": args.out / method / name})
-                run = ledger.record(variant, seed, vision_knn.run_nlpssl(method, seed, run_args, bank, val, VARIANTS[method][name]))
+            run_args = argparse.Namespace(**{**vars(args), "out": args.out / method / name})
+            run = ledger.run(variant, seed, lambda: vision_knn.run_nlpssl(method, seed, run_args, bank, val, VARIANTS[method][name]))
             print(f"== {variant}, seed {seed}: kNN {run[0]:.2f}% on the selection split", flush=True)
             scores[method].setdefault(name, []).append(run[0])
     print(f"\nkNN % of {len(val)} left-out train images at {args.steps} steps x {args.batch_size}, seeds {args.seeds}")

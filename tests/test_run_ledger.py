@@ -37,7 +37,7 @@ def test_a_recorded_run_is_reused_under_its_fingerprint_only(tmp_path):
     path = tmp_path / "out" / "runs.jsonl"
     ledger = RunLedger(path, "aaaa")
     assert ledger.get("simclr", 0) is None
-    assert ledger.record("simclr", 0, (43.81, 893.0, 39.0)) == (43.81, 893.0, 39.0)
+    assert ledger.record("simclr", 0, (43.81, 893.0, 39.0)) == [43.81, 893.0, 39.0]
 
     later = RunLedger(path, "aaaa")
     assert later.get("simclr", 0) == [43.81, 893.0, 39.0]
@@ -56,3 +56,22 @@ def test_a_line_cut_short_by_a_kill_is_skipped_and_that_run_trains_again(tmp_pat
     assert ledger.get("simclr", 0) == [40.0, 1.0, 1.0]
     ledger.record("moco", 0, (38.4, 2.0, 2.0))
     assert RunLedger(path, "aaaa").get("moco", 0) == [38.4, 2.0, 2.0]
+
+
+def test_run_computes_only_what_the_ledger_lacks(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    calls = []
+
+    def train(score):
+        def compute():
+            calls.append(score)
+            return (score, 1.0, 1.0)
+        return compute
+
+    first = RunLedger(path, "aaaa")
+    assert first.run("simclr", 0, train(43.81)) == [43.81, 1.0, 1.0]
+    assert first.run("simclr", 0, train(0.0)) == [43.81, 1.0, 1.0]  # recorded runs are not recomputed
+    later = RunLedger(path, "aaaa")
+    assert later.run("simclr", 0, train(0.0)) == [43.81, 1.0, 1.0]
+    assert later.run("moco", 0, train(38.4)) == [38.4, 1.0, 1.0]
+    assert calls == [43.81, 38.4] and later.reused == ["simclr:0"]
