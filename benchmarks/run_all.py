@@ -80,7 +80,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("kill_resume", quick_args=("--kills", "3", "--steps", "12"), render=renderers.kill_resume),
     Benchmark("vision_throughput", quick_args=("--rounds", "1", "--steps", "1", "--batch-size", "32"), render=renderers.vision_throughput),
     Benchmark("vision_knn", args=("--steps", "400", "--train-images", "10000"), render=renderers.vision_knn),
-    Benchmark("vision_knn_simclr", runs="vision_knn", args=("--methods", "simclr", "--steps", "400", "--train-images", "10000"),
+    Benchmark("vision_knn_simclr", runs="vision_knn", args=("--methods", "simclr", "--steps", "400", "--train-images", "10000", "--seeds", "0", "1", "2"),
               quick_args=("--quick", "--methods", "simclr"), render=renderers.vision_knn),
     Benchmark("vision_variants", render=renderers.vision_variants),
 )

@@ -4,14 +4,14 @@
 session that ends, or a kill, used to lose every run already done. Each
 finished (name, seed) run is appended to ``runs.jsonl`` in the benchmark's
 output folder with a fingerprint of everything its figure depends on: the
-code (every ``.py`` under ``nlpssl/`` and ``benchmarks/``, every config), the
-benchmark's arguments, the library versions and the machine. A later start
+code (every ``.py`` under ``nlpssl/``, every config and the benchmark's own
+scripts), its arguments, the library versions and the machine. A later start
 with the same fingerprint reads those runs back instead of training them again;
 anything else (a changed file, another argument, another CPU) trains afresh.
 
 Example::
 
-    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(vars(args)))
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(vars(args), ["vision_knn.py", "common.py"]))
     run = ledger.run("simclr", 0, train_and_score)   # read back, or trained now and recorded
 """
 
@@ -26,16 +26,21 @@ from typing import Callable, Sequence
 from run_all import machine
 
 REPO = Path(__file__).resolve().parents[1]
-#: what a figure of these benchmarks depends on, besides their arguments
-CODE_GLOBS = ("nlpssl/**/*.py", "benchmarks/*.py", "configs/**/*.yaml")
+#: what a figure of these benchmarks depends on, besides their own scripts and arguments
+CODE_GLOBS = ("nlpssl/**/*.py", "configs/**/*.yaml")
 
 
-def fingerprint(arguments: dict, repo: Path = REPO) -> str:
-    """A hash of the code, ``arguments`` (JSON-able values), library versions, Python and CPU: equal means the same run."""
+def fingerprint(arguments: dict, scripts: Sequence[str], repo: Path = REPO) -> str:
+    """A hash of the code, ``arguments`` (JSON-able values), library versions, Python and CPU: equal means the same run.
+
+    The code is the package, the configs and ``scripts``: the files under
+    ``benchmarks/`` whose code computes the figures (not the runner, the table's
+    renderers or unrelated benchmarks, which cannot move them).
+    """
     digest = hashlib.sha256()
-    for pattern in CODE_GLOBS:
-        for path in sorted(repo.glob(pattern)):
-            digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
+    paths = [path for pattern in CODE_GLOBS for path in sorted(repo.glob(pattern))]
+    for path in [*paths, *(repo / "benchmarks" / script for script in sorted(scripts))]:
+        digest.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(json.dumps(arguments, sort_keys=True, default=str).encode())
     host = {key: value for key, value in machine().items() if key != "platform"}  # not the kernel's version
     digest.update(json.dumps(host, sort_keys=True).encode())

@@ -228,6 +228,10 @@ def one_run(name: str, seed: int, args, bank, test, device: torch.device, random
     return run_nlpssl(name, seed, args, bank, test)
 
 
+#: the benchmark files whose code computes this benchmark's figures (the run ledger's fingerprint reads them)
+SCRIPTS = ("vision_knn.py", "lightly_side.py", "common.py")
+
+
 def budget_arguments(args) -> dict:
     """The arguments a single run's figure depends on (not which methods or seeds this invocation runs)."""
     return {key: value for key, value in vars(args).items() if key not in ("methods", "seeds", "no_lightly", "out")}
@@ -244,7 +248,7 @@ def main() -> None:
     runs: dict[str, list] = {}
     randoms = [RANDOM, *([RANDOM_VIT] if "mae" in args.methods else [])]
     names = [*randoms, *args.methods, *([] if args.no_lightly else [LIGHTLY])]
-    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(budget_arguments(args)))
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(budget_arguments(args), SCRIPTS))
     for name in names:
         for seed in args.seeds:
             print(f"== {name}, seed {seed}", flush=True)

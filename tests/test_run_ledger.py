@@ -12,7 +12,7 @@ from run_ledger import RunLedger, fingerprint  # noqa: E402
 
 def a_repo(root):
     """A tree with one file under each of the globs the fingerprint reads."""
-    for relative in ("nlpssl/losses.py", "benchmarks/vision_knn.py", "configs/vision/simclr.yaml"):
+    for relative in ("nlpssl/losses.py", "benchmarks/vision_knn.py", "benchmarks/run_all.py", "configs/vision/simclr.yaml"):
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {relative}\n")
@@ -21,16 +21,22 @@ def a_repo(root):
 
 def test_fingerprint_changes_with_code_arguments_and_only_those(tmp_path):
     repo = a_repo(tmp_path)
-    arguments = {"steps": 400, "batch_size": 128}
-    first = fingerprint(arguments, repo)
-    assert fingerprint(dict(arguments), repo) == first
-    assert fingerprint({**arguments, "steps": 401}, repo) != first
+    arguments, scripts = {"steps": 400, "batch_size": 128}, ["vision_knn.py"]
+    first = fingerprint(arguments, scripts, repo)
+    assert fingerprint(dict(arguments), list(scripts), repo) == first
+    assert fingerprint({**arguments, "steps": 401}, scripts, repo) != first
     (repo / "configs/vision/simclr.yaml").write_text("method:\n  temperature: 0.5\n")
-    assert fingerprint(arguments, repo) != first
+    second = fingerprint(arguments, scripts, repo)
+    assert second != first
+    (repo / "nlpssl/losses.py").write_text("# changed\n")
+    third = fingerprint(arguments, scripts, repo)
+    assert third != second
+    (repo / "benchmarks/vision_knn.py").write_text("# changed\n")
+    fourth = fingerprint(arguments, scripts, repo)
+    assert fourth != third
+    (repo / "benchmarks/run_all.py").write_text("# the runner cannot move a figure\n")
     (repo / "README.md").write_text("prose is not code")
-    second = fingerprint(arguments, repo)
-    (repo / "README.md").write_text("other prose")
-    assert fingerprint(arguments, repo) == second
+    assert fingerprint(arguments, scripts, repo) == fourth
 
 
 def test_a_recorded_run_is_reused_under_its_fingerprint_only(tmp_path):
