@@ -71,15 +71,16 @@ class RunLedger:
 
     def record(self, name: str, seed: int, run: Sequence) -> list:
         """Append (name, seed)'s ``run`` (JSON-able) to the ledger, flushed and fsynced; returns it as a list."""
+        run = list(run)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"name": name, "seed": seed, "fingerprint": self.fingerprint, "run": list(run)})
+        line = json.dumps({"name": name, "seed": seed, "fingerprint": self.fingerprint, "run": run})
         cut_short = self.path.is_file() and not self.path.read_bytes().endswith(b"\n")  # a kill mid-line
         with open(self.path, "a") as ledger:
             ledger.write(("\n" if cut_short else "") + line + "\n")
             ledger.flush()
             os.fsync(ledger.fileno())
-        self._runs[(name, seed)] = list(run)
-        return list(run)
+        self._runs[(name, seed)] = run
+        return run
 
     def _entries(self) -> list[dict]:
         if not self.path.is_file():

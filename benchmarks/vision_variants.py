@@ -78,7 +78,8 @@ def main() -> None:
     vision_knn.use_threads(args, device)
     methods = list(dict.fromkeys(variant.split(":")[0] for variant in args.variants))
     scores: dict[str, dict[str, list[float]]] = {method: {"untrained": []} for method in methods}
-    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(vision_knn.budget_arguments(args) | {"variants": None}, [*vision_knn.SCRIPTS, "vision_variants.py"]))
+    arguments = vision_knn.budget_arguments(args) | {"variants": None}
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(arguments, [*vision_knn.SCRIPTS, "vision_variants.py"]))
     for seed in args.seeds:
         bank, val = selection_split(args, seed)
         for method in methods:
