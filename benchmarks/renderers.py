@@ -154,7 +154,8 @@ def vision_knn(result: dict) -> Cells:
     what = (f"each method for the same budget: {result['steps']} steps x {result['batch_size']} images of a seeded "
             f"{result['train_images']:,}-image CIFAR-10 train subset, ResNet-18 width {result['width']} (MAE: a ViT); "
             f"kNN (k={result['knn_k']}) of frozen features on {result['test_images']:,} test images; seeds {result['seeds']}")
-    untrained = f"untrained ResNet {points(result['random_init'])}"
+    untrained_spread = f" ± {result['random_init_std']:.2f}" if result.get("random_init_std") is not None else ""
+    untrained = f"untrained ResNet {points(result['random_init'])}{untrained_spread}"
     if result.get("random_init_vit") is not None:
         untrained += f", untrained ViT {points(result['random_init_vit'])}"
 

@@ -79,6 +79,10 @@ def test_accuracy_renderers_show_mean_and_spread_of_the_seeds():
     pays = {"mlm_steps": 3000, "seeds": [0, 1, 2], "sst2_dev_accuracy": [
         {"train_examples": 1000, "pretrained": spread, "random_init": spread, "margin": {"mean": -1.7, "std": 2.0}}]}
     assert "**-1.70 ± 2.00**" in renderers.pretraining_pays(pays)[0][1]
+    knn = {"steps": 400, "batch_size": 128, "train_images": 10000, "width": 32, "knn_k": 200, "test_images": 10000,
+           "seeds": [0, 1, 2], "knn": {"simclr": 44.14}, "knn_std": {"simclr": 0.34}, "random_init": 29.62,
+           "random_init_std": 1.04, "beats_random": {"simclr": True}}
+    assert "untrained ResNet 29.62 ± 1.04; simclr 44.14 ± 0.34 (+14.52)" in renderers.vision_knn(knn)[0][1]
 
 
 def test_a_result_that_no_longer_fits_its_renderer_falls_back_to_the_generic_cells():
