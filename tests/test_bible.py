@@ -9,6 +9,7 @@ import pytest
 from nlpssl.data import bible, bible_genre
 from nlpssl.data.bible import chapters_file, read_verses
 from nlpssl.data.bible_genre import bible_genre_files, genre_of, split_of
+from nlpssl.data.cache import write_lines
 from nlpssl.errors import UserError
 
 
@@ -53,3 +54,17 @@ def test_corpus_and_task_are_written_once_from_the_same_verses(fresh_cache, monk
     monkeypatch.setattr(bible, "read_verses", lambda name: pytest.fail("the corpus was read again"))
     assert bible_genre_files() == files and chapters_file("bible-web").is_file()
     assert not list(fresh_cache.rglob("*.partial"))
+
+
+def test_two_writers_filling_one_cache_file_at_once_both_finish_whole(tmp_path):
+    """Two processes (here: one, re-entered mid-write) fill the same cache entry: each renames a whole file of its own."""
+    target = tmp_path / "corpora" / "x.jsonl"
+
+    def first_writer_lines():
+        yield "a1"
+        write_lines(target, ["b1", "b2"])  # the second writer starts and finishes while the first is half way
+        yield "a2"
+
+    write_lines(target, first_writer_lines())
+    assert target.read_text() in ("a1\na2\n", "b1\nb2\n")
+    assert not list(tmp_path.rglob("*.partial"))

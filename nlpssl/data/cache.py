@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -17,16 +18,22 @@ def write_lines(path: Path, lines: Iterable[str]) -> Path:
     """Write ``lines`` (each ended by a newline) to ``path`` through a ``.partial`` file renamed when complete.
 
     A crash mid-write leaves no file that looks complete, so "the file exists"
-    can mean "the cache is ready".
+    can mean "the cache is ready". The partial file's name is this writer's own
+    (process id and a random part): processes that fill the same cache at once
+    each rename a whole file into place instead of writing into one another's.
 
     Example::
 
         write_lines(cache_dir() / "corpora" / "x.jsonl", (json.dumps(row) for row in rows))
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line + "\n")
-    partial.replace(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(line + "\n")
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an error (not a kill) leaves nothing behind
+        raise
     return path
