@@ -7,7 +7,8 @@ The block between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``
 is generated: where the figures come from (commit, machine, library versions),
 a warning when any entry is a smoke run, then one table row per renderer row of
 every benchmark in ``run_all.BENCHMARKS``, in that order. A benchmark without an
-entry shows "not run yet"; one that failed or whose file is missing says so.
+entry shows "not run yet"; one that failed or whose file is missing says so (and
+when a rerun failed, the earlier result stays with a row saying so).
 The block depends on results.json and the renderers alone.
 ``tests/test_benchmark_table.py`` fails when the README and results.json disagree.
 """
@@ -52,7 +53,12 @@ def table_rows(benchmark, entry: dict | None) -> list[tuple[str, str, str]]:
     if entry["status"] != "ok":
         return [(command, "", f"failed ({entry.get('error', 'unknown')}) at commit {short(entry.get('commit'))}; see results.json")]
     smoke = "(smoke run) " if entry.get("quick") else ""
-    return [(command, what, smoke + result) for what, result in cells_of(benchmark, entry["result"])]
+    rows = [(command, what, smoke + result) for what, result in cells_of(benchmark, entry["result"])]
+    if "last_attempt" in entry:  # a rerun failed and this earlier result stayed
+        attempt = entry["last_attempt"]
+        rows.append((attempt["command"], "its last rerun", f"failed ({attempt.get('error', 'unknown')}) at commit "
+                                                           f"{short(attempt.get('commit'))}; the row above is the earlier result"))
+    return rows
 
 
 def cells_of(benchmark, result: dict) -> list[tuple[str, str]]:

@@ -223,17 +223,32 @@ def still_to_run(results: dict | None, table=BENCHMARKS) -> list[str]:
     return [benchmark.name for benchmark in table if not current(benchmark)]
 
 
+def kept_if_failed(before: dict | None, attempt: dict) -> dict:
+    """The attempt's entry, unless it failed where the entry before it had succeeded.
+
+    Then the earlier measurement stays (with its own command and commit), and the
+    failed attempt is kept beside it under ``last_attempt``: a rerun that breaks
+    never erases a figure, and the table says the rerun failed.
+    """
+    if attempt["status"] == "ok" or not before or before.get("status") != "ok":
+        return attempt
+    print(f"== keeping the earlier result of {attempt['command']!r} (commit {before.get('commit')})", flush=True)
+    return {key: value for key, value in before.items() if key != "last_attempt"} | {"last_attempt": attempt}
+
+
 def run(names: list[str], quick: bool, results_path: Path, table=BENCHMARKS, repo: Path = REPO) -> dict:
     """Run the named benchmarks of ``table`` in order, merging each entry into ``results_path`` as it ends; the results.
 
     Entries of benchmarks not run this time stay as they were (each says its
-    own commit, machine and whether it was a smoke run).
+    own commit, machine and whether it was a smoke run); a failed rerun keeps the
+    earlier result (:func:`kept_if_failed`).
     """
     previous = load_results(results_path)
     entries: dict[str, dict] = {}
     results = previous or merged(None, {}, table, repo)
     for benchmark in (b for b in table if b.name in names):
-        entries[benchmark.name] = run_benchmark(benchmark, quick, repo)
+        before = (previous or {}).get("benchmarks", {}).get(benchmark.name)
+        entries[benchmark.name] = kept_if_failed(before, run_benchmark(benchmark, quick, repo))
         results = merged(previous, entries, table, repo)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
     return results

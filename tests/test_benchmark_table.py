@@ -14,7 +14,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import renderers  # noqa: E402
 import run_all  # noqa: E402
-from render_table import README, render, readme_block, with_block  # noqa: E402
+from render_table import README, render, readme_block, table_rows, with_block  # noqa: E402
 from run_all import BENCHMARKS, NOT_RUN_HERE, RESULTS, Benchmark, load_results  # noqa: E402
 
 
@@ -174,6 +174,24 @@ def test_only_replaces_the_entries_it_reruns(fake_repo):
     assert saved["benchmarks"]["first"]["result"]["value"] == "one" and saved["benchmarks"]["first"]["quick"] is False
     assert saved["benchmarks"]["second"]["result"] == {"benchmark": "second", "args": ["--few"], "value": "two"}
     assert saved["quick"] is True and list(saved["benchmarks"]) == ["first", "second"]
+
+
+def test_a_failed_rerun_keeps_the_earlier_result_and_says_so(fake_repo):
+    table = (Benchmark("first"),)
+    results_path = fake_repo / "results.json"
+    run_all.run(["first"], False, results_path, table, fake_repo)
+    (fake_repo / "value.txt").unlink()  # the rerun now dies reading it
+    run_all.run(["first"], False, results_path, table, fake_repo)
+    entry = json.loads(results_path.read_text())["benchmarks"]["first"]
+    assert entry["status"] == "ok" and entry["result"]["value"] == "one"
+    assert entry["last_attempt"]["status"] == "failed" and entry["last_attempt"]["error"] == "exit status 1"
+    rows = table_rows(table[0], entry)
+    assert rows[0][2] == renderers.generic(entry["result"])[0][1] and "failed (exit status 1)" in rows[1][2]
+    assert run_all.still_to_run(load_results(results_path), table) == []  # the earlier result is still today's command's
+    (fake_repo / "value.txt").write_text("two")
+    run_all.run(["first"], False, results_path, table, fake_repo)  # a rerun that works replaces both
+    entry = json.loads(results_path.read_text())["benchmarks"]["first"]
+    assert entry["result"]["value"] == "two" and "last_attempt" not in entry
 
 
 def test_missing_picks_benchmarks_without_a_full_entry_of_todays_command(fake_repo):
