@@ -1,10 +1,13 @@
 """Several nodes simulated on one machine, and the launch mistakes that end with one line.
 
 Two "nodes" are two ``accelerate launch --num_machines 2 --machine_rank 0|1`` commands
-of one process each, meeting at 127.0.0.1 on a free port (gloo on CPU). They must
-train exactly as one node with two processes; with a shared ``output_dir`` their
-checkpoints are one folder, with separate ones (another working directory per node,
-the same relative ``output_dir``) the run says so once and each node keeps its own.
+of one process each, meeting at 127.0.0.1 on a free port (gloo on CPU), started by
+the Slurm batch script under stand-ins for ``srun`` and ``scontrol``. They must
+train exactly as one node with two processes (``configs/accelerate/cpu_2proc.yaml``);
+with a shared ``output_dir`` their checkpoints are one folder, with separate ones
+(another working directory per node, the same relative ``output_dir``) the run says
+so once and each node keeps its own. The reference run and the two-node run are
+module fixtures: each costs a few launches' worth of imports, and three tests read them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tests.helpers import TINY_OVERRIDES, free_port, gloo_group, run_gloo_ranks,
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "scripts" / "pretrain_mlm.py")
+CPU_2PROC = str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml")
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 STEPS = ["--train.max_steps=3", "--train.log_every=1", "--train.save_every=3", "--train.eval_every=100", "--train.cpu_threads=1"]
 NOTICE = "nlpssl: output_dir is not shared between nodes; each node keeps its own checkpoints"
@@ -47,26 +51,6 @@ def _two_nodes(args: list[str], cwds: tuple[Path, Path] = (REPO, REPO), timeout:
             out, err = node.communicate()
         results.append((node.returncode, out, err))
     return results
-
-
-@pytest.mark.slow
-def test_two_nodes_train_as_one_node_with_two_processes(tmp_path):
-    one_node = subprocess.run(
-        [*LAUNCH, "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port()), SCRIPT,
-         *TINY_OVERRIDES, *STEPS, f"--train.output_dir={tmp_path / 'one'}"],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
-    )
-    assert one_node.returncode == 0, one_node.stderr[-3000:]
-    # The tokenizer the first run trained: two trainings may break ties between equally frequent merges differently.
-    tokenizer = f"--tokenizer.path={tmp_path / 'one' / 'tokenizer'}"
-    nodes = _two_nodes([*TINY_OVERRIDES, *STEPS, tokenizer, f"--train.output_dir={tmp_path / 'two'}"])
-    assert [code for code, _, _ in nodes] == [0, 0], nodes[0][2][-2000:] + nodes[1][2][-2000:]
-    expected = train_losses(tmp_path / "one")
-    assert [step for step, _ in expected] == [1, 2, 3]
-    assert train_losses(tmp_path / "two") == expected  # the same rows, masks and reductions, to the last bit
-    (checkpoint,) = complete_checkpoints(tmp_path / "two")  # one shared folder, complete, with both processes' RNG
-    assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model"} <= {p.name for p in checkpoint.iterdir()}
-    assert all(NOTICE not in out for _, out, _ in nodes)
 
 
 @pytest.mark.slow
@@ -98,9 +82,26 @@ FAKE_SCONTROL = """#!/bin/bash
 """
 
 
-@pytest.mark.slow
-def test_slurm_batch_script_runs_one_launcher_per_node(tmp_path):
-    """scripts/slurm/pretrain_mlm.sbatch with srun and scontrol stood in for: two nodes on this machine, gloo on CPU."""
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory) -> Path:
+    """The reference run: one node, two processes, started from configs/accelerate/cpu_2proc.yaml."""
+    out = tmp_path_factory.mktemp("one-node") / "run"
+    done = subprocess.run(
+        [*LAUNCH, "--config_file", CPU_2PROC, "--main_process_port", str(free_port()), SCRIPT,
+         *TINY_OVERRIDES, *STEPS, f"--train.output_dir={out}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def slurm_nodes(one_node, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, int]:
+    """scripts/slurm/pretrain_mlm.sbatch with srun and scontrol stood in for: two nodes of one process on this machine.
+
+    It reuses the reference run's tokenizer: two trainings may break ties between equally frequent merges differently.
+    """
+    tmp_path = tmp_path_factory.mktemp("slurm")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
@@ -111,12 +112,36 @@ def test_slurm_batch_script_runs_one_launcher_per_node(tmp_path):
                  "SLURM_JOB_ID": "4242", "GPUS_PER_NODE": "1", "MAIN_PORT": str(port), "NLPSSL_REPO": str(REPO)}
     out = tmp_path / "run"
     done = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "pretrain_mlm.sbatch"), *TINY_OVERRIDES, *STEPS,
-                           f"--train.output_dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                           f"--tokenizer.path={one_node / 'tokenizer'}", f"--train.output_dir={out}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return done, out, port
+
+
+def _assert_every_rank_checkpointed(out: Path) -> None:
+    (checkpoint,) = complete_checkpoints(out)  # one shared folder, complete, with both processes' RNG
+    assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model"} <= {p.name for p in checkpoint.iterdir()}
+
+
+@pytest.mark.slow
+def test_two_processes_from_the_cpu_config_train_and_checkpoint_every_rank(one_node):
+    assert [step for step, _ in train_losses(one_node)] == [1, 2, 3]
+    _assert_every_rank_checkpointed(one_node)
+
+
+@pytest.mark.slow
+def test_slurm_batch_script_runs_one_launcher_per_node(slurm_nodes):
+    done, out, port = slurm_nodes
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"nlpssl: 2 node(s) x 1 process(es), main process 127.0.0.1:{port}" in done.stdout
-    assert [step for step, _ in train_losses(out)] == [1, 2, 3]
-    (checkpoint,) = complete_checkpoints(out)
-    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in checkpoint.iterdir()}
+    assert NOTICE not in done.stdout
+    _assert_every_rank_checkpointed(out)
+
+
+@pytest.mark.slow
+def test_two_nodes_train_as_one_node_with_two_processes(one_node, slurm_nodes):
+    done, out, _ = slurm_nodes
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert train_losses(out) == train_losses(one_node)  # the same rows, masks and reductions, to the last bit
 
 
 def test_nodes_started_with_different_configs_fail_naming_the_keys(tmp_path):
