@@ -15,7 +15,7 @@ from nlpssl.models.heads import pool
 from nlpssl.models.sentence_folder import folder_pooling
 from nlpssl.objectives.simcse import SimCSE
 from nlpssl.recipes.simcse import SentenceModelConfig, load_simcse_encoder
-from tests.helpers import bible_subset, tiny_wordpiece
+from tests.helpers import bible_subset, free_port, tiny_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,8 @@ def test_split_sentences():
 
 def _launch(*args, config=None):
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    launcher += ["--config_file", str(config)] if config else ["--num_processes=1", "--cpu"]
+    # A free port, not the default 29500, which another run on this machine may hold.
+    launcher += ["--config_file", str(config), "--main_process_port", str(free_port())] if config else ["--num_processes=1", "--cpu"]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.run([*launcher, "scripts/train_simcse.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
