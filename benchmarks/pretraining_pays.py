@@ -1,8 +1,8 @@
 """Does pretraining pay? A small encoder MLM-pretrained with nlpssl on WikiText-2 against the same
 architecture randomly initialised, both fine-tuned on SST-2 with the same budget, three seeds.
 
-    python benchmarks/pretraining_pays.py [--mlm-steps 3000 --train-examples 1000 2000 8000 --epochs 3 --seeds 0 1 2]
-    python benchmarks/pretraining_pays.py --mlm-dir outputs/bench_wikitext_mlm/steps3000/final   # reuse a pretrained model
+    python benchmarks/pretraining_pays.py [--mlm-steps 2000 --train-examples 1000 2000 8000 --epochs 3 --seeds 0 1 2]
+    python benchmarks/pretraining_pays.py --mlm-dir outputs/bench_wikitext_mlm/steps2000/final   # reuse a pretrained model
     python benchmarks/pretraining_pays.py --quick                                     # smoke run: minutes
 
 The pretrained side is ``common.wikitext_mlm`` (``configs/mlm_wikitext2.yaml``:
@@ -88,7 +88,7 @@ def compare(checkpoint: Path, tokenizer, size: int, args) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlm-steps", type=int, default=3000)
+    parser.add_argument("--mlm-steps", type=int, default=2000)
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to reuse instead of pretraining")
     parser.add_argument("--train-examples", type=int, nargs="+", default=[1000, 2000, 8000],
                         help="SST-2 training subset sizes; each is one budget for both sides")

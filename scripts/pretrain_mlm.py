@@ -1,7 +1,7 @@
 """Masked-LM pretraining of a BERT: config -> data -> model -> objective -> train().
 
     accelerate launch scripts/pretrain_mlm.py                     # default recipe, CPU, minutes
-    accelerate launch scripts/pretrain_mlm.py --config configs/mlm_wikitext2.yaml --train.max_steps=2000
+    accelerate launch scripts/pretrain_mlm.py --config configs/mlm_wikitext2.yaml
 
 Writes output_dir/final (AutoModelForMaskedLM + tokenizer), metrics.jsonl,
 config.yaml and checkpoints/.
