@@ -1,8 +1,10 @@
 """Writing files and folders so that a kill, a full disk or a read-only folder never leaves one that looks complete.
 
-A file is written to ``NAME.tmp`` beside it and renamed when complete
-(:func:`atomic_file`, :func:`atomic_write_text`); a folder is written as
-``NAME.tmp/`` and renamed (:func:`atomic_folder`). A reader therefore sees the
+A file is written to a name of its writer's own beside it (``.NAME.PID-RANDOM.tmp``)
+and renamed when complete (:func:`atomic_file`, :func:`atomic_write_text`), so two
+processes writing one file at once each rename a whole file into place; a folder
+(written by one process: checkpoints, exports) is written as ``NAME.tmp/`` and
+renamed (:func:`atomic_folder`), and the next write removes one a kill left. A reader therefore sees the
 old version or the new one, never half of one. :func:`disk_errors` turns a full
 disk or a folder that cannot be written into one :class:`UserError` line naming
 the folder and the space needed.
@@ -14,6 +16,7 @@ import contextlib
 import errno
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -32,9 +35,17 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
+def writer_partial_name(path: Path) -> Path:
+    """This writer's own partial file for ``path``: ``x.json`` -> ``.x.json.<pid>-<random>.tmp`` (hidden, unique)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
-    """Open ``path.tmp`` for writing; on success it is flushed to disk and renamed to ``path``, on error removed.
+    """Open this writer's partial file for ``path``; on success it is flushed to disk and renamed to ``path``, on error removed.
+
+    Processes writing the same ``path`` at once never share a partial file:
+    the last rename wins, and every version a reader sees is whole.
 
     Example::
 
@@ -43,7 +54,7 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = temporary_name(path)
+    partial = writer_partial_name(path)
     try:
         with partial.open(mode, **open_kwargs) as handle:
             yield handle
@@ -56,7 +67,7 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` through ``path.tmp``, renamed when complete.
+    """Write ``text`` to ``path`` through a partial file of this writer's own, renamed when complete.
 
     Example::
 

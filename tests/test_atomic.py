@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from nlpssl.atomic import atomic_folder, atomic_write_text, disk_errors, disk_problem, format_bytes, replace_folder
+from nlpssl.atomic import atomic_file, atomic_folder, atomic_write_text, disk_errors, disk_problem, format_bytes, replace_folder
 from nlpssl.errors import UserError
 
 
@@ -16,13 +16,24 @@ def test_atomic_write_text_replaces_the_file_only_when_complete(tmp_path, monkey
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", full_disk)  # fails after the text went to path.tmp, before the rename
+    monkeypatch.setattr(os, "fsync", full_disk)  # fails after the text went to the partial file, before the rename
     with pytest.raises(OSError):
         atomic_write_text(path, "new")
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     monkeypatch.undo()
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
+
+
+def test_two_writers_of_one_file_at_once_each_rename_a_whole_file(tmp_path):
+    """Two processes (here: one, re-entered mid-write) write the same file: neither writes into the other's partial file."""
+    path = tmp_path / "clean.txt"
+    with atomic_file(path, "w", encoding="utf-8") as first:
+        first.write("first, ")
+        atomic_write_text(path, "second, whole")  # starts and finishes while the first is half way
+        first.write("whole")
+    assert path.read_text() == "first, whole"  # the last rename wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.txt"]
 
 
 def test_atomic_folder_keeps_the_previous_folder_when_the_writer_fails(tmp_path):

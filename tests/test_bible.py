@@ -53,7 +53,7 @@ def test_corpus_and_task_are_written_once_from_the_same_verses(fresh_cache, monk
     monkeypatch.setattr(bible_genre, "read_verses", lambda name: pytest.fail("the task was read again"))
     monkeypatch.setattr(bible, "read_verses", lambda name: pytest.fail("the corpus was read again"))
     assert bible_genre_files() == files and chapters_file("bible-web").is_file()
-    assert not list(fresh_cache.rglob("*.partial"))
+    assert not list(fresh_cache.rglob(".*.tmp"))
 
 
 def test_two_writers_filling_one_cache_file_at_once_both_finish_whole(tmp_path):
@@ -67,4 +67,4 @@ def test_two_writers_filling_one_cache_file_at_once_both_finish_whole(tmp_path):
 
     write_lines(target, first_writer_lines())
     assert target.read_text() in ("a1\na2\n", "b1\nb2\n")
-    assert not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Iterable
+
+from nlpssl.atomic import atomic_file
 
 
 def cache_dir() -> Path:
@@ -15,25 +16,17 @@ def cache_dir() -> Path:
 
 
 def write_lines(path: Path, lines: Iterable[str]) -> Path:
-    """Write ``lines`` (each ended by a newline) to ``path`` through a ``.partial`` file renamed when complete.
+    """Write ``lines`` (each ended by a newline) to ``path`` with :func:`nlpssl.atomic.atomic_file`.
 
     A crash mid-write leaves no file that looks complete, so "the file exists"
-    can mean "the cache is ready". The partial file's name is this writer's own
-    (process id and a random part): processes that fill the same cache at once
-    each rename a whole file into place instead of writing into one another's.
+    can mean "the cache is ready"; processes that fill the same cache entry at
+    once each rename a whole file of their own into place.
 
     Example::
 
         write_lines(cache_dir() / "corpora" / "x.jsonl", (json.dumps(row) for row in rows))
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with partial.open("w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line + "\n")
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)  # an error (not a kill) leaves nothing behind
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line + "\n")
     return path

@@ -17,6 +17,7 @@ from typing import Literal, Sequence
 
 import datasets
 
+from nlpssl.atomic import atomic_write_text
 from nlpssl.data.bible import BUILTIN_CORPORA, chapters_file
 from nlpssl.data.cache import cache_dir
 from nlpssl.errors import UserError, first_line
@@ -114,8 +115,7 @@ def _ensure_utf8(path: Path, skip_invalid: bool) -> Path:
         )
     stat = path.stat()
     clean = cache_dir() / "utf8" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}{path.suffix}"
-    clean.parent.mkdir(parents=True, exist_ok=True)
-    clean.write_text("".join(kept), encoding="utf-8")
+    atomic_write_text(clean, "".join(kept))  # ranks of one run may write it at once: each renames a whole copy
     print(f"nlpssl: skipped {dropped} line(s) of {path} that were not valid UTF-8")
     return clean
 
