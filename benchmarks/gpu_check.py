@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --tiny          # CPU, fp32, 1-layer hidden-32 models: checks the script itself
     python benchmarks/gpu_check.py --peak-tflops 400   # a card missing from PEAK_TFLOPS
 
-1. ``pytest -m gpu tests``: bf16 steps, pinned batches, inductor compile (skipped without CUDA).
+1. ``pytest -m gpu`` on the modules that mark GPU tests: bf16 steps, pinned batches, inductor compile (skipped without CUDA).
 2. MLM training steps on BERT-base dimensions (12 layers, hidden 768, vocab 30,522,
    sequence 128), bf16 autocast, on the same batches: nlpssl (MLMCollator + MaskedLM
    with the sparse head + the loop's fused AdamW) and the Hugging Face recipe
@@ -78,14 +78,20 @@ def main() -> None:
     print_result(result)
 
 
+def gpu_test_files(tests: Path = REPO / "tests") -> list[str]:
+    """The test modules that mark tests ``gpu``: collecting only them spares importing the whole suite."""
+    return sorted(str(path.relative_to(REPO)) for path in tests.glob("test_*.py") if "mark.gpu" in path.read_text())
+
+
 def run_gpu_tests() -> dict:
-    """``pytest -m gpu tests``: counts of passed, failed, skipped (from pytest's JUnit XML)."""
+    """``pytest -m gpu`` on :func:`gpu_test_files`: counts of passed, failed, skipped (from pytest's JUnit XML)."""
     import xml.etree.ElementTree as ElementTree
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "gpu_tests.xml"
-        command = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", f"--junitxml={report}", "tests"]
+        command = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-p", "no:xdist", f"--junitxml={report}",
+                   *gpu_test_files()]
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
         suite = ElementTree.parse(report).getroot() if report.is_file() else None
     suite = suite.find("testsuite") if suite is not None and suite.tag == "testsuites" else suite

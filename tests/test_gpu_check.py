@@ -34,6 +34,12 @@ def test_tiny_mode_runs_on_cpu_and_ends_with_one_json_line():
         assert result["nlpssl_mfu"] is None  # no peak for a CPU
 
 
+def test_the_nested_gpu_run_collects_only_the_modules_that_mark_gpu_tests():
+    files = gpu_check.gpu_test_files()
+    assert "tests/test_gpu.py" in files and "tests/test_train.py" not in files
+    assert all("mark.gpu" in (REPO / name).read_text() for name in files)
+
+
 @pytest.mark.parametrize(
     "name, peak",
     [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
