@@ -6,6 +6,8 @@ import contextlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,6 +51,19 @@ def read_metrics(output_dir: Path) -> list[dict]:
 
 def train_losses(output_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_metrics(output_dir) if "loss" in r]
+
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
+MLM_SCRIPT = str(REPO / "scripts" / "pretrain_mlm.py")
+SCRIPT_ENV = os.environ | {"PYTHONPATH": str(REPO)}
+
+
+def start_node(rank: int, port: int, args: list[str], cwd: Path = REPO) -> subprocess.Popen:
+    """Node ``rank`` of two (``accelerate launch --num_machines 2``, one process each) of pretrain_mlm.py, meeting at 127.0.0.1:``port``."""
+    command = [*ACCELERATE_LAUNCH, "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--multi_gpu", MLM_SCRIPT, *args]
+    return subprocess.Popen(command, cwd=cwd, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def free_port() -> int:
