@@ -115,10 +115,10 @@ def finetune_sst2(result: dict) -> Cells:
 def pretraining_pays(result: dict) -> Cells:
     runs = result["sst2_dev_accuracy"]
     sizes = " / ".join(f"{run['train_examples']:,}" for run in runs)
-    mlm = f"{result['mlm_steps']:,} steps" if result.get("mlm_steps") else f"`{result.get('mlm_dir')}`"
+    mlm = f"configs/mlm_wikitext2.yaml, {result['mlm_steps']:,} steps" if result.get("mlm_steps") else f"`{result.get('mlm_dir')}`"
     if result.get("mlm_final_loss") is not None:
         mlm += f", final MLM loss {result['mlm_final_loss']:.2f}"
-    what = (f"small BERT MLM-pretrained with nlpssl on WikiText-2 ({mlm}) vs the same architecture randomly "
+    what = (f"small encoder MLM-pretrained with nlpssl on WikiText-2 ({mlm}) vs the same architecture randomly "
             f"initialised, fine-tuned alike on SST-2 subsets, selected on a split held out of train, "
             f"{len(result['seeds'])} seed(s)")
     return [(what, f"SST-2 dev accuracy with {sizes} sentences: pretrained "
