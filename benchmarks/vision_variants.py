@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "default": (),
         "mask50": ("--model.mask_ratio=0.5",),
         "lr5e-4": ("--train.lr=5e-4",),
+        "decoder4": ("--model.decoder_num_layers=4",),  # MAE's Table 1a: a deeper decoder leaves the encoder more abstract features
     },
     "simclr": {
         "default": (),
