@@ -54,7 +54,12 @@ def finetune(checkpoint: Path, tokenizer, splits, random_init: bool, args, seed:
     steps = steps_per_epoch * args.epochs
     selection = SelectOnValidation(splits.validation, tokenizer, every=steps_per_epoch, max_steps=steps)
     torch.manual_seed(seed)
-    objective = SequenceClassification(build_classifier(str(checkpoint), tokenizer, SST2_LABELS, random_init=random_init))
+    model = build_classifier(str(checkpoint), tokenizer, SST2_LABELS, random_init=random_init)
+    if args.pooling:  # ModernBERT's classifier reads it at every forward: "cls" (its default) or "mean"
+        if not hasattr(model.config, "classifier_pooling"):
+            sys.exit(f"error: --pooling applies to ModernBERT checkpoints; {checkpoint} is a {model.config.model_type}")
+        model.config.classifier_pooling = args.pooling
+    objective = SequenceClassification(model)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
             output_dir=out, max_steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=steps // 10,
@@ -96,6 +101,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pooling", choices=("cls", "mean"), help="ModernBERT's classifier_pooling (default: the checkpoint's, cls)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 MLM steps, 200 sentences, one epoch, seed 0")
     args = parser.parse_args()
     if args.quick:
@@ -118,7 +124,7 @@ def main() -> None:
         "benchmark": "pretraining_pays",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "mlm_dir": str(checkpoint), "mlm_reused": reused, "mlm_final_loss": final_training_loss(checkpoint),
-        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "pooling": args.pooling,
         "sst2_dev_accuracy": results,
         "quick": args.quick,
     })
