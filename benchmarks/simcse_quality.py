@@ -66,7 +66,7 @@ def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, e
     """
     tokenizer = load_tokenizer(start)
     torch.manual_seed(0)
-    encoder = AutoModel.from_pretrained(start, add_pooling_layer=False)
+    encoder = AutoModel.from_pretrained(start)  # any encoder: ModernBERT takes no add_pooling_layer; mean pooling ignores a pooler
     repeat = 2 if len(columns) == 1 else 1
     objective = SimCSE(encoder, SentencePooler("mean"), num_views=len(columns) * repeat, temperature=0.05, max_seq_length=32)
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,
@@ -89,7 +89,7 @@ def sts(folder: str | Path, tasks=ALL_TASKS) -> dict:
 def sts_random_init(like: Path, tasks=ALL_TASKS) -> dict:
     """STS of ``like``'s architecture and tokenizer with seeded random weights, mean-pooled."""
     torch.manual_seed(0)
-    model = AutoModel.from_config(AutoConfig.from_pretrained(like), add_pooling_layer=False)
+    model = AutoModel.from_config(AutoConfig.from_pretrained(like))
     return evaluate_sts(model, load_tokenizer(like), SHARED_DATA, pooling="mean", tasks=tasks)
 
 
