@@ -52,9 +52,10 @@ from nlpssl.data.tokenizer import load_tokenizer  # noqa: E402
 from nlpssl.evaluation.selection import KeepBest  # noqa: E402
 from nlpssl.evaluation.sts import STS_TASKS, evaluate_sts  # noqa: E402
 from nlpssl.models.heads import SentencePooler  # noqa: E402
+from nlpssl.models.text import dropout_restored  # noqa: E402
 from nlpssl.objectives.simcse import SimCSE  # noqa: E402
 from nlpssl.recipes.common import resolve_checkpoint  # noqa: E402
-from nlpssl.recipes.simcse import stsb_dev_metric  # noqa: E402
+from nlpssl.recipes.simcse import SIMCSE_DROPOUT, stsb_dev_metric  # noqa: E402
 from nlpssl.train import TrainConfig, train  # noqa: E402
 
 
@@ -66,7 +67,8 @@ def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, e
     """
     tokenizer = load_tokenizer(start)
     torch.manual_seed(0)
-    encoder = AutoModel.from_pretrained(start)  # any encoder: ModernBERT takes no add_pooling_layer; mean pooling ignores a pooler
+    # any encoder (ModernBERT takes no add_pooling_layer; mean pooling ignores a pooler), with dropout as the recipe gives it
+    encoder = AutoModel.from_pretrained(start, **dropout_restored(AutoConfig.from_pretrained(start), SIMCSE_DROPOUT))
     repeat = 2 if len(columns) == 1 else 1
     objective = SimCSE(encoder, SentencePooler("mean"), num_views=len(columns) * repeat, temperature=0.05, max_seq_length=32)
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,

@@ -14,7 +14,8 @@ from nlpssl.losses import info_nce
 from nlpssl.models.heads import pool
 from nlpssl.models.sentence_folder import folder_pooling
 from nlpssl.objectives.simcse import SimCSE
-from nlpssl.recipes.simcse import SentenceModelConfig, load_simcse_encoder
+from nlpssl.models.text import TransformerDims, dropout_restored, encoder_config
+from nlpssl.recipes.simcse import SIMCSE_DROPOUT, SentenceModelConfig, load_simcse_encoder
 from tests.helpers import bible_subset, free_port, tiny_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +67,27 @@ def test_dropout_views_differ_in_training(tiny_encoder_dir):
     batch = SentenceViewsCollator(tokenizer, ["text"], repeat=2)([{"text": "in the beginning god created"}] * 2)
     hidden = objective.encoder(**batch).last_hidden_state
     assert not torch.allclose(hidden[0], hidden[2])
+
+
+def test_a_model_saved_without_dropout_trains_with_simcse_dropout(tmp_path):
+    """nlpssl's MLM recipes save ModernBERTs with dropout 0: SimCSE's two views must still differ."""
+    tokenizer = tiny_wordpiece(bible_subset(60)["text"])
+    dims = TransformerDims(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=128, dropout=0.0)
+    AutoModel.from_config(encoder_config("modernbert", dims, tokenizer)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    objective, tokenizer = _objective(tmp_path)
+    assert objective.encoder.config.mlp_dropout == objective.encoder.config.attention_dropout == SIMCSE_DROPOUT
+    objective.train()
+    batch = SentenceViewsCollator(tokenizer, ["text"], repeat=2)([{"text": "in the beginning god created"}] * 2)
+    hidden = objective.encoder(**batch).last_hidden_state
+    assert not torch.allclose(hidden[0], hidden[2])
+
+
+def test_a_model_with_its_own_dropout_keeps_it(tiny_encoder_dir):
+    config = BertConfig.from_pretrained(tiny_encoder_dir)
+    assert dropout_restored(config, 0.3) == {}
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    assert dropout_restored(config, 0.3) == {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3}
 
 
 @pytest.mark.parametrize("method", ["mean", "cls", "cls_before_pooler"])

@@ -189,6 +189,29 @@ def load_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel
         raise UserError(f"cannot load a {model_class.__name__} from '{name_or_path}': {first_line(error)}") from None
 
 
+#: the dropout rates of encoder configs (BERT and RoBERTa kinds; ModernBERT; DistilBERT)
+DROPOUT_KEYS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout", "attention_dropout", "dropout",
+)
+
+
+def dropout_restored(config: PretrainedConfig, rate: float) -> dict[str, float]:
+    """Config overrides that give an encoder saved without dropout ``rate`` everywhere; {} when it has some already.
+
+    Unsupervised SimCSE's two views of a sentence differ only by dropout: from a
+    model pretrained without it (cramming's choice, nlpssl's MLM recipes) they
+    would be identical and the loss trivially zero.
+
+    Example::
+
+        encoder = load_pretrained(AutoModel, path, **dropout_restored(AutoConfig.from_pretrained(path), 0.1))
+    """
+    rates = {key: getattr(config, key) for key in DROPOUT_KEYS if isinstance(getattr(config, key, None), float)}
+    if not rates or any(value > 0 for value in rates.values()):
+        return {}
+    return {key: rate for key in rates}
+
+
 def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Fail when the tokenizer can produce ids the model's embedding table does not have."""
     vocab = model.get_input_embeddings().num_embeddings

@@ -76,16 +76,23 @@ def row_lengths(table: datasets.Dataset, columns: list[str]) -> list[int]:
     return [max(len(row[c]) for c in columns) for row in table.select_columns(columns)]
 
 
+#: the dropout SimCSE trains with (the paper's, BERT's) when the start model has none
+SIMCSE_DROPOUT = 0.1
+
+
 def load_simcse_encoder(model: SentenceModelConfig):
-    """Encoder (AutoModel), its tokenizer, and the SimCSE pooler."""
-    from transformers import AutoModel
+    """Encoder (AutoModel), its tokenizer, and the SimCSE pooler; a model saved without dropout gets :data:`SIMCSE_DROPOUT`."""
+    from transformers import AutoConfig, AutoModel
 
     from nlpssl.models.heads import SentencePooler
-    from nlpssl.models.text import check_vocab_fits, load_pretrained
+    from nlpssl.models.text import check_vocab_fits, dropout_restored, load_pretrained
 
     checkpoint = resolve_checkpoint(model.checkpoint)
     tokenizer = load_tokenizer(checkpoint)
-    encoder = load_pretrained(AutoModel, checkpoint)
+    dropout = dropout_restored(load_pretrained(AutoConfig, checkpoint), SIMCSE_DROPOUT)
+    if dropout:
+        print(f"nlpssl: {model.checkpoint} was saved without dropout; SimCSE trains it with {SIMCSE_DROPOUT} (its views differ by dropout)")
+    encoder = load_pretrained(AutoModel, checkpoint, **dropout)
     check_vocab_fits(encoder, tokenizer)
     # BERT's own pooler is not in the loss (SimCSE trains its own MLP): freeze it, so
     # DistributedDataParallel sees no unused trainable parameter, and keep it in the export.
