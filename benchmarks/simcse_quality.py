@@ -51,11 +51,9 @@ from nlpssl.data.pairs import SentenceViewsCollator, split_sentences  # noqa: E4
 from nlpssl.data.tokenizer import load_tokenizer  # noqa: E402
 from nlpssl.evaluation.selection import KeepBest  # noqa: E402
 from nlpssl.evaluation.sts import STS_TASKS, evaluate_sts  # noqa: E402
-from nlpssl.models.heads import SentencePooler  # noqa: E402
-from nlpssl.models.text import dropout_restored  # noqa: E402
 from nlpssl.objectives.simcse import SimCSE  # noqa: E402
 from nlpssl.recipes.common import resolve_checkpoint  # noqa: E402
-from nlpssl.recipes.simcse import SIMCSE_DROPOUT, stsb_dev_metric  # noqa: E402
+from nlpssl.recipes.simcse import SentenceModelConfig, load_simcse_encoder, stsb_dev_metric  # noqa: E402
 from nlpssl.train import TrainConfig, train  # noqa: E402
 
 
@@ -65,12 +63,11 @@ def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, e
     One column: unsupervised (each sentence twice, dropout views). Three columns:
     supervised (anchor, positive, hard negative).
     """
-    tokenizer = load_tokenizer(start)
     torch.manual_seed(0)
-    # any encoder (ModernBERT takes no add_pooling_layer; mean pooling ignores a pooler), with dropout as the recipe gives it
-    encoder = AutoModel.from_pretrained(start, **dropout_restored(AutoConfig.from_pretrained(start), SIMCSE_DROPOUT))
+    # as scripts/train_simcse.py loads it: any encoder, with dropout when it was saved without any
+    encoder, tokenizer, pooler = load_simcse_encoder(SentenceModelConfig(checkpoint=str(start), pooler="mean"))
     repeat = 2 if len(columns) == 1 else 1
-    objective = SimCSE(encoder, SentencePooler("mean"), num_views=len(columns) * repeat, temperature=0.05, max_seq_length=32)
+    objective = SimCSE(encoder, pooler, num_views=len(columns) * repeat, temperature=0.05, max_seq_length=32)
     cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=64, lr=lr, warmup_steps=0,
                       weight_decay=0.0, log_every=50, save_every=steps, eval_every=eval_every)
     keep_best = KeepBest(stsb_dev_metric(str(SHARED_DATA), tokenizer), "stsb_dev", out / "best", tokenizer)
