@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "mask50": ("--model.mask_ratio=0.5",),
         "lr5e-4": ("--train.lr=5e-4",),
         "decoder4": ("--model.decoder_num_layers=4",),  # MAE's Table 1a: a deeper decoder leaves the encoder more abstract features
+        "pixels": ("--model.norm_pix_loss=false",),  # raw-pixel target: the encoder must keep colour, which short-budget kNN leans on
+        "lr3e-3": ("--train.lr=3e-3",),
     },
     "simclr": {
         "default": (),

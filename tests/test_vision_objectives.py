@@ -315,6 +315,21 @@ def test_mae_loss_counts_only_hidden_patches(mae_objective):
     torch.testing.assert_close(loss, by_hand)
 
 
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_mae_target_is_normalised_patches_or_the_pixels_by_option(norm_pix_loss):
+    torch.manual_seed(0)
+    objective = build_objective(tiny_recipe("mae", norm_pix_loss=norm_pix_loss)).eval()
+    batch = image_batch(4)
+    with torch.no_grad():
+        loss = objective(batch)["loss"]
+        (view,) = objective.make_views(batch)
+        predicted, patches, mask = objective.reconstruct(view, objective.noise(4, batch["seed"], view.device))
+    target = mae.normalise_patches(patches) if norm_pix_loss else patches
+    torch.testing.assert_close(loss, nlpssl.losses.masked_mse(predicted, target, mask))
+    other = patches if norm_pix_loss else mae.normalise_patches(patches)
+    assert not torch.allclose(loss, nlpssl.losses.masked_mse(predicted, other, mask))
+
+
 # ---- jigsaw and rotation ----
 
 

@@ -47,6 +47,7 @@ class BackboneSpec:
     decoder_num_layers: int = 2
     decoder_num_heads: int = 4
     mask_ratio: float = 0.75
+    norm_pix_loss: bool = True  # MAE's target: per-patch normalised pixels (False: the pixels themselves)
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # the normalisation the backbone was trained with
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
@@ -168,7 +169,7 @@ def build_mae(spec: BackboneSpec) -> nn.Module:
         hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
         intermediate_size=4 * spec.hidden_size, decoder_hidden_size=spec.decoder_hidden_size,
         decoder_num_hidden_layers=spec.decoder_num_layers, decoder_num_attention_heads=spec.decoder_num_heads,
-        decoder_intermediate_size=4 * spec.decoder_hidden_size, mask_ratio=spec.mask_ratio, norm_pix_loss=True,
+        decoder_intermediate_size=4 * spec.decoder_hidden_size, mask_ratio=spec.mask_ratio, norm_pix_loss=spec.norm_pix_loss,
     )
     return init_linear_like_mae(ViTMAEForPreTraining(config))
 

@@ -3,7 +3,8 @@
 The model is ``transformers``' ``ViTMAEForPreTraining`` (patchify, per-sample
 random masking by argsort of noise, lightweight decoder); the noise comes from
 the batch seed, so masks replay exactly on resume, and the loss is
-:func:`nlpssl.losses.masked_mse` on per-patch normalised pixels.
+:func:`nlpssl.losses.masked_mse` on per-patch normalised pixels (``model.norm_pix_loss``,
+the paper's default) or on the pixels themselves.
 
 Shapes: B images, C channels, S image side, N patches, P values per patch (patch_size^2 * C), D width.
 """
@@ -66,7 +67,8 @@ class MAE(VisionObjective):
         (view,) = self.make_views(batch)  # (B, C, S, S)
         noise = self.noise(view.shape[0], batch["seed"], view.device)
         predicted, patches, mask = self.reconstruct(view, noise)
-        loss = masked_mse(predicted, normalise_patches(patches), mask)
+        target = normalise_patches(patches) if self.spec.norm_pix_loss else patches
+        loss = masked_mse(predicted, target, mask)
         return {"loss": loss, **self.counts(batch)}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ class VisionModelConfig:
     decoder_num_layers: int = 2
     decoder_num_heads: int = 4
     mask_ratio: float = 0.75
+    norm_pix_loss: bool = True  # MAE: reconstruct per-patch normalised pixels (the paper's choice) or the pixels
     sync_batchnorm: bool = True  # with several GPU processes (torch's SyncBatchNorm needs a GPU)
 
 
@@ -92,7 +93,7 @@ def backbone_spec(cfg: VisionRecipe) -> BackboneSpec:
         architecture=model.architecture, channels=cfg.data.channels, image_size=cfg.data.image_size, width=model.width,
         patch_size=model.patch_size, hidden_size=model.hidden_size, num_layers=model.num_layers, num_heads=model.num_heads,
         decoder_hidden_size=model.decoder_hidden_size, decoder_num_layers=model.decoder_num_layers,
-        decoder_num_heads=model.decoder_num_heads, mask_ratio=model.mask_ratio,
+        decoder_num_heads=model.decoder_num_heads, mask_ratio=model.mask_ratio, norm_pix_loss=model.norm_pix_loss,
     )
     if cfg.data.channels == 1:
         spec.mean, spec.std = (0.5,), (0.25,)
