@@ -40,6 +40,8 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "decoder4": ("--model.decoder_num_layers=4",),  # MAE's Table 1a: a deeper decoder leaves the encoder more abstract features
         "pixels": ("--model.norm_pix_loss=false",),  # raw-pixel target: the encoder must keep colour, which short-budget kNN leans on
         "lr3e-3": ("--train.lr=3e-3",),
+        # not vision_knn's budget: 3x the steps, about SimCLR's wall-clock time at 400 (an MAE step encodes 25% of the patches)
+        "steps1200": ("--train.max_steps=1200", "--train.warmup_steps=120", "--train.save_every=1200", "--train.eval_every=1200"),
     },
     "simclr": {
         "default": (),
