@@ -183,22 +183,25 @@ def pretrain_wikitext_mlm(out: Path, steps: int) -> Path:
 def wikitext_mlm(steps: int, cache: Path = MLM_CACHE) -> tuple[Path, bool]:
     """The WikiText-2 MLM model of :func:`pretrain_wikitext_mlm` for ``steps`` steps; (its folder, whether it was reused).
 
-    Kept in ``cache/steps<N>`` with the commit that trained it: a later
-    benchmark at the same commit (``pretraining_pays`` then ``simcse_quality``
-    in one ``run_all.py``) reuses it instead of pretraining again; at another
-    commit it is trained afresh.
+    Kept in ``cache/steps<N>`` with the fingerprint of what trained it (the
+    package, configs, scripts, this file, library versions and CPU; see
+    ``run_ledger.fingerprint``): a later benchmark with the same code
+    (``pretraining_pays`` then ``simcse_quality`` in one ``run_all.py``, or a
+    run after a commit that only touched prose) reuses it instead of
+    pretraining again for an hour; after a change to that code it is trained afresh.
     """
     from run_all import commit
+    from run_ledger import fingerprint
 
     out = Path(cache) / f"steps{steps}"
     stamp = out / "trained_by.json"
-    wanted = {"steps": steps, "commit": commit()["commit"]}
-    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and (out / "final" / "config.json").is_file():
-        print(f"MLM model: reusing {out / 'final'} ({steps} steps at this commit)")
+    code = fingerprint({"steps": steps}, ["common.py"])
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == code and (out / "final" / "config.json").is_file():
+        print(f"MLM model: reusing {out / 'final'} ({steps} steps, trained by this code)")
         return out / "final", True
-    shutil.rmtree(out, ignore_errors=True)  # another commit's model, or an interrupted run
+    shutil.rmtree(out, ignore_errors=True)  # trained by other code, or an interrupted run
     final = pretrain_wikitext_mlm(out, steps)
-    stamp.write_text(json.dumps(wanted))
+    stamp.write_text(json.dumps({"steps": steps, "fingerprint": code, "commit": commit()["commit"]}))
     return final, False
 
 

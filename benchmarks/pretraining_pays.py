@@ -8,7 +8,7 @@ architecture randomly initialised, both fine-tuned on SST-2 with the same budget
 The pretrained side is ``common.wikitext_mlm`` (``configs/mlm_wikitext2.yaml``:
 a ModernBERT of hidden 256 and 4 layers, WordPiece 16,000 trained on WikiText-2
 train, masked LM for ``--mlm-steps`` steps of 32 x 128 tokens; reused from ``outputs/bench_wikitext_mlm`` when the
-same commit already trained it), or a model passed with ``--mlm-dir``. The
+same code already trained it), or a model passed with ``--mlm-dir``. The
 baseline is ``build_classifier(..., random_init=True)``: the same config and
 tokenizer, random weights. Both are fine-tuned by ``nlpssl.train.train`` with
 identical hyperparameters and steps (one budget per ``--train-examples`` size:

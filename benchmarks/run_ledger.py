@@ -27,13 +27,13 @@ from run_all import machine
 
 REPO = Path(__file__).resolve().parents[1]
 #: what a figure of these benchmarks depends on, besides their own scripts and arguments
-CODE_GLOBS = ("nlpssl/**/*.py", "configs/**/*.yaml")
+CODE_GLOBS = ("nlpssl/**/*.py", "configs/**/*.yaml", "scripts/**/*.py")
 
 
 def fingerprint(arguments: dict, scripts: Sequence[str], repo: Path = REPO) -> str:
     """A hash of the code, ``arguments`` (JSON-able values), library versions, Python and CPU: equal means the same run.
 
-    The code is the package, the configs and ``scripts``: the files under
+    The code is the package, the configs, the user scripts and ``scripts``: the files under
     ``benchmarks/`` whose code computes the figures (not the runner, the table's
     renderers or unrelated benchmarks, which cannot move them).
     """

@@ -6,7 +6,7 @@ unsupervised SimCSE on WikiText-2 sentences; STS before and after, MiniLM as a c
     python benchmarks/simcse_quality.py --quick                                      # smoke run: STS-B only, a few steps
 
 The MLM model is ``common.wikitext_mlm``: reused from outputs/bench_wikitext_mlm
-when the same commit already trained it for ``--mlm-steps`` (as
+when the same code already trained it for ``--mlm-steps`` (as
 ``pretraining_pays.py`` does first in ``run_all.py``), else trained here.
 
 Needs ../shared/data (WikiText-2, SNLI dev/test and the STS sets). Everything is nlpssl's

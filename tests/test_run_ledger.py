@@ -12,7 +12,8 @@ from run_ledger import RunLedger, fingerprint  # noqa: E402
 
 def a_repo(root):
     """A tree with one file under each of the globs the fingerprint reads."""
-    for relative in ("nlpssl/losses.py", "benchmarks/vision_knn.py", "benchmarks/run_all.py", "configs/vision/simclr.yaml"):
+    for relative in ("nlpssl/losses.py", "benchmarks/vision_knn.py", "benchmarks/run_all.py", "configs/vision/simclr.yaml",
+                     "scripts/pretrain_mlm.py"):
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {relative}\n")
@@ -34,6 +35,9 @@ def test_fingerprint_changes_with_code_arguments_and_only_those(tmp_path):
     (repo / "benchmarks/vision_knn.py").write_text("# changed\n")
     fourth = fingerprint(arguments, scripts, repo)
     assert fourth != third
+    (repo / "scripts/pretrain_mlm.py").write_text("# a benchmark may run it\n")
+    fourth, previous = fingerprint(arguments, scripts, repo), fourth
+    assert fourth != previous
     (repo / "benchmarks/run_all.py").write_text("# the runner cannot move a figure\n")
     (repo / "README.md").write_text("prose is not code")
     assert fingerprint(arguments, scripts, repo) == fourth
@@ -81,3 +85,25 @@ def test_run_computes_only_what_the_ledger_lacks(tmp_path):
     assert later.run("simclr", 0, train(0.0)) == [43.81, 1.0, 1.0]
     assert later.run("moco", 0, train(38.4)) == [38.4, 1.0, 1.0]
     assert calls == [43.81, 38.4] and later.reused == ["simclr:0"]
+
+
+def test_wikitext_mlm_is_reused_under_the_same_code_and_retrained_after_a_change(tmp_path, monkeypatch):
+    import common
+    import run_ledger
+
+    trained = []
+
+    def pretrain(out, steps):  # stands in for the hour of masked LM
+        (out / "final").mkdir(parents=True)
+        (out / "final" / "config.json").write_text("{}")
+        trained.append(steps)
+        return out / "final"
+
+    code = {"value": "aaaa"}
+    monkeypatch.setattr(common, "pretrain_wikitext_mlm", pretrain)
+    monkeypatch.setattr(run_ledger, "fingerprint", lambda arguments, scripts: code["value"] + str(arguments))
+    assert common.wikitext_mlm(30, tmp_path) == (tmp_path / "steps30" / "final", False)
+    assert common.wikitext_mlm(30, tmp_path) == (tmp_path / "steps30" / "final", True)  # a prose-only commit changes nothing
+    code["value"] = "bbbb"
+    assert common.wikitext_mlm(30, tmp_path) == (tmp_path / "steps30" / "final", False)
+    assert trained == [30, 30]
