@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import datasets
+import numpy as np
+import pyarrow.compute
 
 from nlpssl.config import save_config
 from nlpssl.data.corpus import TxtMode, load_corpus
@@ -175,7 +177,16 @@ def context_free_guesses(blocks: datasets.Dataset, tokenizer, style: PackStyle) 
     also predicts the separators between documents, so only padding is.
     """
     never_targets = tokenizer.all_special_ids if style == "bert" else [tokenizer.pad_token_id]
-    return most_frequent_tokens(blocks.with_format("numpy")["input_ids"], len(tokenizer), [i for i in never_targets if i is not None])
+    return most_frequent_tokens(_flat_token_ids(blocks), len(tokenizer), [i for i in never_targets if i is not None])
+
+
+def _flat_token_ids(blocks: datasets.Dataset, batch_size: int = 10_000) -> Iterator[np.ndarray]:
+    """The blocks' ``input_ids``, a batch of rows at a time, flattened: (n,) per batch.
+
+    Read as Arrow, not row by row through a format (25 s for the default corpus's 47,000 blocks, 0.1 s this way).
+    """
+    for table in blocks.with_format("arrow").iter(batch_size=batch_size):
+        yield pyarrow.compute.list_flatten(table.column("input_ids")).to_numpy()
 
 
 def prepare_lm_data(cfg: MLMRecipe | CLMRecipe, style: PackStyle, make_collator: Callable) -> LMData:
