@@ -26,13 +26,13 @@ def test_most_frequent_tokens_counts_leave_out_excluded_ids_and_break_ties_by_id
     assert most_frequent_tokens(rows, vocab_size=9, exclude=[1], k=3) == [4, 7, 2]
 
 
-
 def test_context_free_guesses_count_the_rows_a_selection_holds(setup):
     tokenizer, blocks = setup
     chosen = blocks.select(range(1, len(blocks), 3))  # an indices mapping over the Arrow table
     by_row = most_frequent_tokens(chosen["input_ids"], len(tokenizer), tokenizer.all_special_ids)
     assert context_free_guesses(chosen, tokenizer, "bert") == by_row
     assert context_free_guesses(chosen, tokenizer, "bert") != context_free_guesses(blocks.select([0]), tokenizer, "bert")
+
 
 def test_hit_counts_of_model_and_baseline():
     logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3], [5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0]])  # (N=2, V=7)
