@@ -1,6 +1,6 @@
 """Which masked-LM recipe learns most on a fixed CPU budget: validation masked-token accuracy per recipe change.
 
-    python benchmarks/mlm_budget.py                                  # every variant, seed 0, the default budget
+    python benchmarks/mlm_budget.py                                  # every variant, then the follow-ups, seed 0, the default budget
     python benchmarks/mlm_budget.py --variants base,modernbert --seeds 0 1
     python benchmarks/mlm_budget.py --jobs 2                         # two runs at a time, one thread each
     python benchmarks/mlm_budget.py --quick                          # smoke run: 3 variants, a few steps
@@ -11,7 +11,7 @@ English Bible) for the same number of training tokens (``--tokens``: optimizer
 steps x batch x block length), with one recipe change from ``base`` (the
 recipe as it stood before this study: post-LN BERT, hidden 256, 4 layers, 15%
 masking, dropout 0.1, peak lr 1e-3, blocks of 128, batch 32), or several
-(``combined*``, or ``a+b``: variant a, then b's changes). Warm-up is 10% of the steps. All variants share one
+(``combined*``, or ``a+b``: variant a, then b's changes; ``FOLLOW_UPS`` are the second round, on top of the first round's best). Warm-up is 10% of the steps. All variants share one
 WordPiece tokenizer (vocab 8,000) trained once on the training split. Each
 run evaluates once, at the end, on the same held-out 2% of documents:
 masked-token top-1 and top-5 accuracy, and the context-free baseline's (always
@@ -24,6 +24,8 @@ training, evaluation, export); with ``--jobs 2`` two runs share the cores and
 only the accuracies compare. ``--clm`` runs ``scripts/pretrain_clm.py`` (GPT-2,
 byte-level BPE) instead, judged by next-token accuracy against the unigram
 baseline; the variants that concern an encoder or masking do not apply there.
+Finished runs are kept in ``runs.jsonl`` in the output folder (``run_ledger.py``): started again
+with the same code, arguments and CPU, the benchmark reads them back instead of training them again.
 Prints a table, then one JSON line.
 """
 
@@ -38,6 +40,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_ledger import RunLedger, fingerprint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"mlm": ROOT / "scripts" / "pretrain_mlm.py", "clm": ROOT / "scripts" / "pretrain_clm.py"}
@@ -85,6 +90,33 @@ def combined(*names: str) -> list[str]:
 VARIANTS["combined_prenorm"] = combined("roberta-prelayernorm", "mask30", "dropout0", "lr2e-3")
 VARIANTS["combined_modernbert"] = combined("modernbert", "mask30", "dropout0", "lr2e-3")
 VARIANTS["combined_clm"] = combined("dropout0", "lr2e-3", "block64")
+
+#: the study's second round: changes on top of the best combination of the first (run by default after VARIANTS)
+FOLLOW_UPS = (
+    "combined_modernbert+block64", "combined_modernbert+lr4e-3", "combined_modernbert+mask40",
+    "combined_modernbert+mask40+batch16", "combined_modernbert+mask40+deep8x192",
+)
+
+#: what each variant changes, in words (the README's study table shows them)
+DESCRIPTIONS = {
+    "base": "post-LN BERT (hidden 256, 4 layers), 15% masking, dropout 0.1, peak lr 1e-3, 32 x 128",
+    "modernbert": "ModernBERT (GeGLU width 640, about the same compute)",
+    "roberta-prelayernorm": "RoBERTa-PreLayerNorm (pre-LN)",
+    "mask30": "30% masking", "mask40": "40% masking", "dropout0": "no dropout",
+    "lr5e-4": "peak lr 5e-4", "lr2e-3": "peak lr 2e-3", "lr4e-3": "peak lr 4e-3",
+    "decay_to_0": "the cosine decaying to 0 (not to 10% of the peak)",
+    "block64": "blocks of 64 (64 rows: the same tokens per step)",
+    "batch16": "batches of 16 (twice the steps)", "batch64": "batches of 64 (half the steps)",
+    "wide2x384": "2 layers of 384", "deep8x192": "8 layers of 192 (the same compute per token)",
+    "combined_prenorm": "RoBERTa-PreLayerNorm, 30% masking, no dropout, peak lr 2e-3",
+    "combined_modernbert": "ModernBERT, 30% masking, no dropout, peak lr 2e-3",
+    "combined_clm": "no dropout, peak lr 2e-3, blocks of 64",
+}
+
+
+def describe(name: str) -> str:
+    """``name``'s changes in words; "a+b" reads "a's; then b's"."""
+    return "; then ".join(DESCRIPTIONS[part] for part in name.split("+"))
 
 
 def variant_overrides(name: str) -> list[str]:
@@ -162,7 +194,7 @@ def summarise(results: list[dict]) -> dict[str, dict]:
             "ratio_to_baseline": round(statistics.mean(r["top1"] / r["baseline_top1"] for r in runs), 2),
             "eval_loss": round(statistics.mean(r["eval_loss"] for r in runs), 3),
             "seconds": round(statistics.mean(r["seconds"] for r in runs), 1),
-            "steps": runs[0]["steps"], "seeds": len(runs),
+            "steps": runs[0]["steps"], "seeds": len(runs), "description": describe(name),
         }
     return summary
 
@@ -180,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out or ROOT / "outputs" / "bench_mlm_budget" / objective(args)
     known = CLM_VARIANTS if args.clm else VARIANTS
-    names = args.variants.split(",") if args.variants else list(known)
+    names = args.variants.split(",") if args.variants else list(known) + ([] if args.clm else list(FOLLOW_UPS))
     if args.quick:
         names, args.tokens = (["base"] if args.clm else ["base", "modernbert", "roberta-prelayernorm"]), 20 * 32 * 128
     unknown = [name for name in names if any(part not in known for part in name.split("+"))]
@@ -189,11 +221,20 @@ def main() -> None:
     if args.jobs > 1 and args.threads is None:
         args.threads = 1
     tokenizer = shared_tokenizer(args.out, SCRIPTS[objective(args)])
+    ledger = RunLedger(args.out / "runs.jsonl", fingerprint(run_arguments(args), ["mlm_budget.py"]))
     runs = [(name, seed) for name in names for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda run: run_variant(*run, args, tokenizer), runs))
+        results = list(pool.map(lambda run: ledger.run(*run, lambda: [run_variant(*run, args, tokenizer)])[0], runs))
+    if ledger.reused:
+        print(f"read back from {ledger.path} (same code, arguments and CPU): {', '.join(ledger.reused)}", flush=True)
     summary = summarise(results)
-    print(json.dumps({"benchmark": "mlm_budget", "objective": objective(args), "tokens_per_run": args.tokens, "jobs": args.jobs, "variants": summary}))
+    print(json.dumps({"benchmark": "mlm_budget", "objective": objective(args), "tokens_per_run": args.tokens, "jobs": args.jobs,
+                      "reused_runs": ledger.reused, "variants": summary}))
+
+
+def run_arguments(args) -> dict:
+    """What a run's figures depend on (not the output folder, the number of parallel jobs or the variant list)."""
+    return {"tokens": args.tokens, "threads": args.threads, "clm": args.clm, "jobs_share_cores": args.jobs > 1}
 
 
 if __name__ == "__main__":

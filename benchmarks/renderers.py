@@ -190,8 +190,9 @@ def vision_variants(result: dict) -> Cells:
 
 def mlm_budget(result: dict) -> Cells:
     variants = sorted(result["variants"].items(), key=lambda item: -item[1]["top1"])
-    what = (f"masked-LM recipe changes on one budget ({result['tokens_per_run']:,} training tokens per run): "
-            f"masked-token top-1 accuracy on held-out bible-web")
+    causal = result.get("objective") == "clm"
+    what = (f"{'causal' if causal else 'masked'}-LM recipe changes on one budget ({result['tokens_per_run']:,} training tokens per run): "
+            f"{'next' if causal else 'masked'}-token top-1 accuracy on held-out bible-web")
     figures = ", ".join(
         f"{name} {v['top1']:.2f}" + (f" ± {v['top1_std']:.2f}" if v.get("top1_std") is not None else "") for name, v in variants)
     baseline = variants[0][1]["baseline_top1"] if variants else None

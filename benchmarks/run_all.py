@@ -77,6 +77,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("pretraining_pays", render=renderers.pretraining_pays),
     Benchmark("simcse_quality", render=renderers.simcse_quality),
     Benchmark("mlm_budget", render=renderers.mlm_budget),
+    Benchmark("mlm_budget_clm", runs="mlm_budget", args=("--clm", "--variants", "base,combined_clm"), quick_args=("--quick", "--clm"),
+              render=renderers.mlm_budget),
     Benchmark("kill_resume", quick_args=("--kills", "3", "--steps", "12"), render=renderers.kill_resume),
     Benchmark("vision_throughput", quick_args=("--rounds", "1", "--steps", "1", "--batch-size", "32"), render=renderers.vision_throughput),
     Benchmark("vision_knn", args=("--steps", "400", "--train-images", "10000"), render=renderers.vision_knn),
