@@ -1,8 +1,9 @@
 """Writing files and folders so that a kill, a full disk or a read-only folder never leaves one that looks complete.
 
-A file is written to a name of its writer's own beside it (``.NAME.PID-RANDOM.tmp``)
+A file is written to a name of its writer's own beside it (``.NAME.HOST-PID-RANDOM.tmp``)
 and renamed when complete (:func:`atomic_file`, :func:`atomic_write_text`), so two
-processes writing one file at once each rename a whole file into place; a folder
+processes writing one file at once each rename a whole file into place (the next
+write removes the partial files of writers that were killed); a folder
 (written by one process: checkpoints, exports) is written as ``NAME.tmp/`` and
 renamed (:func:`atomic_folder`), and the next write removes one a kill left. A reader therefore sees the
 old version or the new one, never half of one. :func:`disk_errors` turns a full
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
@@ -36,8 +39,34 @@ def temporary_name(path: Path) -> Path:
 
 
 def writer_partial_name(path: Path) -> Path:
-    """This writer's own partial file for ``path``: ``x.json`` -> ``.x.json.<pid>-<random>.tmp`` (hidden, unique)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    """This writer's own partial file for ``path``: ``x.json`` -> ``.x.json.<host>-<pid>-<random>.tmp`` (hidden, unique)."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def remove_dead_writers_partials(path: Path) -> list[Path]:
+    """Remove the partial files of ``path`` that a killed writer on this host left; the ones removed.
+
+    A partial file names its writer's host and process id; one whose process is
+    gone can never be renamed into place. Partial files of live processes, and
+    of other hosts (a shared file system), stay.
+    """
+    host, removed = socket.gethostname(), []
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+        writer = partial.name[len(path.name) + 2:-len(TMP_SUFFIX)].rsplit("-", 2)  # [host, pid, random]
+        if len(writer) == 3 and writer[0] == host and writer[1].isdigit() and not _process_alive(int(writer[1])):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -54,6 +83,7 @@ def atomic_file(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers_partials(path)
     partial = writer_partial_name(path)
     try:
         with partial.open(mode, **open_kwargs) as handle:

@@ -2,6 +2,8 @@
 
 import errno
 import os
+import socket
+import subprocess
 
 import pytest
 
@@ -34,6 +36,21 @@ def test_two_writers_of_one_file_at_once_each_rename_a_whole_file(tmp_path):
         first.write("whole")
     assert path.read_text() == "first, whole"  # the last rename wins
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.txt"]
+
+
+def test_the_next_write_removes_partial_files_only_of_killed_writers_on_this_host(tmp_path):
+    path = tmp_path / "config.yaml"
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    killed.wait()  # its pid is now free: a writer killed mid-write
+    host = socket.gethostname()
+    left_by_kill = tmp_path / f".config.yaml.{host}-{killed.pid}-0a1b2c3d.tmp"
+    still_writing = tmp_path / f".config.yaml.{host}-{os.getpid()}-0a1b2c3d.tmp"
+    other_host = tmp_path / f".config.yaml.another-node-{killed.pid}-0a1b2c3d.tmp"
+    for partial in (left_by_kill, still_writing, other_host):
+        partial.write_text("half")
+    atomic_write_text(path, "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.yaml", still_writing.name, other_host.name])
 
 
 def test_atomic_folder_keeps_the_previous_folder_when_the_writer_fails(tmp_path):
