@@ -1,7 +1,7 @@
 """Write the README's benchmark table from benchmarks/results.json, between its marker comments.
 
-    python benchmarks/render_table.py            # rewrite the table in README.md
-    python benchmarks/render_table.py --check    # exit 1 when README.md's table is not what results.json gives
+    python benchmarks/render_table.py            # rewrite the tables in README.md
+    python benchmarks/render_table.py --check    # exit 1 when README.md's tables are not what results.json gives
 
 The block between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``
 is generated: where the figures come from (commit, machine, library versions),
@@ -10,6 +10,10 @@ every benchmark in ``run_all.BENCHMARKS``, in that order. A benchmark without an
 entry shows "not run yet"; one that failed or whose file is missing says so (and
 when a rerun failed, the earlier result stays with a row saying so).
 The block depends on results.json and the renderers alone.
+
+A benchmark with a ``detail`` renderer (the recipe studies) also has its own
+table, between ``<!-- results:NAME:start -->`` and ``<!-- results:NAME:end -->``
+where the README discusses it, generated the same way.
 ``tests/test_benchmark_table.py`` fails when the README and results.json disagree.
 """
 
@@ -94,28 +98,59 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def readme_block(text: str) -> str:
+def render_detail(benchmark, entry: dict | None) -> str:
+    """``benchmark``'s detail table with the command and commit it comes from, or what to run for it."""
+    if entry is None or entry["status"] != "ok":
+        state = "Not run yet" if entry is None else f"Its last run {entry['status']}"
+        return f"{state}: `{' '.join(benchmark.command(quick=False))}` writes this table into `benchmarks/results.json`."
+    smoke = "Smoke run (`--quick`), measuring nothing: " if entry.get("quick") else ""
+    return (f"{smoke}`{entry['command']}` at commit `{short(entry.get('commit'))}` (`benchmarks/results.json`):\n\n"
+            f"{benchmark.detail(entry['result'])}")
+
+
+def generated_blocks(results: dict | None, table=BENCHMARKS) -> dict[str | None, str]:
+    """Every generated block: None -> the benchmark table, a benchmark's name -> its detail table."""
+    entries = (results or {}).get("benchmarks", {})
+    details = {b.name: render_detail(b, entries.get(b.name)) for b in table if b.detail is not None}
+    return {None: render(results, table), **details}
+
+
+def markers(name: str | None = None) -> tuple[str, str]:
+    """The comments around a generated block: the benchmark table's (None) or benchmark ``name``'s detail table."""
+    return (START, END) if name is None else (f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->")
+
+
+def readme_block(text: str, name: str | None = None) -> str:
     """The generated block of README ``text`` (between the markers, stripped)."""
-    start, end = marker_positions(text)
-    return text[start + len(START):end].strip("\n")
+    start, end = marker_positions(text, name)
+    return text[start + len(markers(name)[0]):end].strip("\n")
 
 
-def with_block(text: str, block: str) -> str:
+def with_block(text: str, block: str, name: str | None = None) -> str:
     """README ``text`` with ``block`` between the markers."""
-    start, end = marker_positions(text)
-    return f"{text[:start + len(START)]}\n{block}\n{text[end:]}"
+    start, end = marker_positions(text, name)
+    return f"{text[:start + len(markers(name)[0])]}\n{block}\n{text[end:]}"
 
 
-def marker_positions(text: str) -> tuple[int, int]:
-    start, end = text.find(START), text.find(END)
+def marker_positions(text: str, name: str | None = None) -> tuple[int, int]:
+    first, last = markers(name)
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise SystemExit(f"error: README.md has no {START} ... {END} block; put the two markers where the table goes")
+        raise SystemExit(f"error: README.md has no {first} ... {last} block; put the two markers where the table goes")
     return start, end
 
 
+def stale_blocks(text: str, results: dict | None, table=BENCHMARKS) -> list[str]:
+    """The generated blocks of README ``text`` that differ from what ``results`` gives ("benchmarks" for the main table)."""
+    return [name or "benchmarks" for name, block in generated_blocks(results, table).items() if readme_block(text, name) != block]
+
+
 def write_readme(results_path: Path = RESULTS, readme: Path = README) -> None:
-    """Rewrite ``readme``'s benchmark block from ``results_path``."""
-    readme.write_text(with_block(readme.read_text(), render(load_results(results_path))))
+    """Rewrite ``readme``'s generated blocks from ``results_path``."""
+    text = readme.read_text()
+    for name, block in generated_blocks(load_results(results_path)).items():
+        text = with_block(text, block, name)
+    readme.write_text(text)
 
 
 def main() -> None:
@@ -124,10 +159,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.check:
-        same = readme_block(README.read_text()) == render(load_results(args.results))
-        print("README.md's benchmark table matches results.json" if same else "README.md's benchmark table is stale: run "
-              "python benchmarks/render_table.py")
-        sys.exit(0 if same else 1)
+        stale = stale_blocks(README.read_text(), load_results(args.results))
+        print(f"README.md's tables are stale ({', '.join(stale)}): run python benchmarks/render_table.py" if stale
+              else "README.md's tables match results.json")
+        sys.exit(1 if stale else 0)
     write_readme(args.results)
     print(f"wrote the benchmark table of {README} from {args.results}")
 

@@ -199,6 +199,21 @@ def mlm_budget(result: dict) -> Cells:
     return [(what, f"top-1 %: {figures}; context-free baseline {points(baseline)}")]
 
 
+def mlm_budget_study(result: dict) -> str:
+    """The recipe study's table: one row per variant, in the order they ran, the best top-1 in bold."""
+    causal = result.get("objective") == "clm"
+    variants = result["variants"]
+    best = max(v["top1"] for v in variants.values())
+    lines = [f"| run | {'next' if causal else 'masked'}-token top-1 % | top-5 % | context-free baseline top-1 % | "
+             "top-1 / baseline | steps |", "|---|---|---|---|---|---|"]
+    for name, v in variants.items():
+        top1 = f"{v['top1']:.2f}" + (f" ± {v['top1_std']:.2f}" if v.get("top1_std") is not None else "")
+        bold = "**" if v["top1"] == best else ""
+        lines.append(f"| `{name}`: {v.get('description', '')} | {bold}{top1}{bold} | {v['top5']:.2f} | "
+                     f"{v['baseline_top1']:.2f} | {bold}{v['ratio_to_baseline']:.2f}{bold} | {v['steps']} |")
+    return "\n".join(lines)
+
+
 def kill_resume(result: dict) -> Cells:
     what = (f"a tiny MLM run ({result['steps']} steps, a checkpoint every {result['save_every']}) sent SIGKILL "
             f"{result['kills']} times at seeded random moments (start-up, training, checkpoint write, just after one), "

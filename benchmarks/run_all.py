@@ -56,6 +56,8 @@ class Benchmark:
     quick_args: tuple[str, ...] = ("--quick",)
     render: Callable[[dict], list[tuple[str, str]]] = field(default=renderers.generic, compare=False)
     runs: str | None = None  # the script's name when this row runs another row's script with other arguments
+    #: a markdown table of the result's details, written into the README between ``<!-- results:NAME:start/end -->``
+    detail: Callable[[dict], str] | None = field(default=None, compare=False)
 
     @property
     def script(self) -> str:
@@ -76,9 +78,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("finetune_sst2", render=renderers.finetune_sst2),
     Benchmark("pretraining_pays", render=renderers.pretraining_pays),
     Benchmark("simcse_quality", render=renderers.simcse_quality),
-    Benchmark("mlm_budget", render=renderers.mlm_budget),
+    Benchmark("mlm_budget", render=renderers.mlm_budget, detail=renderers.mlm_budget_study),
     Benchmark("mlm_budget_clm", runs="mlm_budget", args=("--clm", "--variants", "base,combined_clm"), quick_args=("--quick", "--clm"),
-              render=renderers.mlm_budget),
+              render=renderers.mlm_budget, detail=renderers.mlm_budget_study),
     Benchmark("kill_resume", quick_args=("--kills", "3", "--steps", "12"), render=renderers.kill_resume),
     Benchmark("vision_throughput", quick_args=("--rounds", "1", "--steps", "1", "--batch-size", "32"), render=renderers.vision_throughput),
     Benchmark("vision_knn", args=("--steps", "400", "--train-images", "10000"), render=renderers.vision_knn),

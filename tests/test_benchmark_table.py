@@ -14,14 +14,29 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import renderers  # noqa: E402
 import run_all  # noqa: E402
-from render_table import README, render, readme_block, table_rows, with_block  # noqa: E402
+from render_table import README, render, render_detail, stale_blocks, table_rows, with_block  # noqa: E402
 from run_all import BENCHMARKS, NOT_RUN_HERE, RESULTS, Benchmark, load_results  # noqa: E402
 
 
-def test_readme_table_is_what_results_json_gives():
-    assert readme_block(README.read_text()) == render(load_results(RESULTS)), (
-        "README.md's benchmark table differs from benchmarks/results.json: run python benchmarks/render_table.py"
+def test_readme_tables_are_what_results_json_gives():
+    assert stale_blocks(README.read_text(), load_results(RESULTS)) == [], (
+        "README.md's generated tables differ from benchmarks/results.json: run python benchmarks/render_table.py"
     )
+
+
+def test_a_detail_table_says_where_it_comes_from_and_what_to_run_before_a_run():
+    study = next(b for b in BENCHMARKS if b.name == "mlm_budget")
+    assert "Not run yet: `python benchmarks/mlm_budget.py`" in render_detail(study, None)
+    variants = {"base": {"top1": 6.7, "top5": 22.5, "baseline_top1": 6.7, "ratio_to_baseline": 1.0, "steps": 160,
+                         "description": "post-LN BERT"},
+                "modernbert": {"top1": 14.2, "top1_std": 0.3, "top5": 30.1, "baseline_top1": 6.7, "ratio_to_baseline": 2.12,
+                               "steps": 160, "description": "ModernBERT"}}
+    entry = {"status": "ok", "command": "python benchmarks/mlm_budget.py", "commit": "abcdef0123",
+             "result": {"benchmark": "mlm_budget", "objective": "mlm", "variants": variants}}
+    table = render_detail(study, entry)
+    assert "`python benchmarks/mlm_budget.py` at commit `abcdef0`" in table
+    assert "| `base`: post-LN BERT | 6.70 | 22.50 | 6.70 | 1.00 | 160 |" in table
+    assert "| `modernbert`: ModernBERT | **14.20 ± 0.30** |" in table
 
 
 def test_every_benchmark_script_is_in_the_run_all_table():
@@ -42,6 +57,8 @@ def test_every_renderer_turns_its_benchmarks_json_line_into_filled_cells():
         assert benchmark.render is not renderers.generic, f"{benchmark.name} has no renderer in renderers.py"
         cells = benchmark.render(lines[benchmark.runs or benchmark.name])
         assert cells and all(what and result for what, result in cells), benchmark.name
+        if benchmark.detail is not None:
+            assert benchmark.detail(lines[benchmark.runs or benchmark.name]).count("\n|") >= 2, benchmark.name
 
 
 def mlm_result() -> dict:
