@@ -164,7 +164,7 @@ def main() -> None:
               else "README.md's tables match results.json")
         sys.exit(1 if stale else 0)
     write_readme(args.results)
-    print(f"wrote the benchmark table of {README} from {args.results}")
+    print(f"wrote the generated tables of {README} from {args.results}")
 
 
 if __name__ == "__main__":

@@ -193,10 +193,15 @@ def mlm_budget(result: dict) -> Cells:
     causal = result.get("objective") == "clm"
     what = (f"{'causal' if causal else 'masked'}-LM recipe changes on one budget ({result['tokens_per_run']:,} training tokens per run): "
             f"{'next' if causal else 'masked'}-token top-1 accuracy on held-out bible-web")
-    figures = ", ".join(
-        f"{name} {v['top1']:.2f}" + (f" ± {v['top1_std']:.2f}" if v.get("top1_std") is not None else "") for name, v in variants)
+    figures = ", ".join(f"{name} {top1_text(v)}" for name, v in variants)
     baseline = variants[0][1]["baseline_top1"] if variants else None
     return [(what, f"top-1 %: {figures}; context-free baseline {points(baseline)}")]
+
+
+def top1_text(variant: dict) -> str:
+    """A recipe variant's top-1 %, with its std over seeds when there were several."""
+    std = variant.get("top1_std")
+    return f"{variant['top1']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
 def mlm_budget_study(result: dict) -> str:
@@ -207,9 +212,8 @@ def mlm_budget_study(result: dict) -> str:
     lines = [f"| run | {'next' if causal else 'masked'}-token top-1 % | top-5 % | context-free baseline top-1 % | "
              "top-1 / baseline | steps |", "|---|---|---|---|---|---|"]
     for name, v in variants.items():
-        top1 = f"{v['top1']:.2f}" + (f" ± {v['top1_std']:.2f}" if v.get("top1_std") is not None else "")
         bold = "**" if v["top1"] == best else ""
-        lines.append(f"| `{name}`: {v.get('description', '')} | {bold}{top1}{bold} | {v['top5']:.2f} | "
+        lines.append(f"| `{name}`: {v.get('description', '')} | {bold}{top1_text(v)}{bold} | {v['top5']:.2f} | "
                      f"{v['baseline_top1']:.2f} | {bold}{v['ratio_to_baseline']:.2f}{bold} | {v['steps']} |")
     return "\n".join(lines)
 

@@ -264,14 +264,17 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def cut_of_archive(archive: Path, out: Path, per_folder: int) -> Path:
     """``archive`` with only the first ``per_folder`` files of each folder (its folders and top-level files all kept)."""
-    kept: dict[str, int] = {}
+    files_kept: dict[str, int] = {}
     with tarfile.open(archive, "r|gz") as source, tarfile.open(out, "w:gz") as cut:
         for member in source:  # streamed: decompressing all of it takes seconds, decoding its 60,000 JPEGs a minute
-            folder = member.name.rpartition("/")[0]
-            if member.isfile() and folder and kept.setdefault(folder, 0) >= per_folder:
+            if not member.isfile():
+                cut.addfile(member)
                 continue
-            kept[folder] = kept.get(folder, 0) + member.isfile()
-            cut.addfile(member, source.extractfile(member) if member.isfile() else None)
+            folder = member.name.rpartition("/")[0]
+            if folder and files_kept.get(folder, 0) >= per_folder:
+                continue
+            files_kept[folder] = files_kept.get(folder, 0) + 1
+            cut.addfile(member, source.extractfile(member))
     return out
 
 
