@@ -1,18 +1,21 @@
 """Does pretraining pay? A small encoder MLM-pretrained with nlpssl on WikiText-2 against the same
 architecture randomly initialised, both fine-tuned on SST-2 with the same budget, three seeds.
 
-    python benchmarks/pretraining_pays.py [--mlm-steps 2000 --train-examples 1000 2000 8000 --epochs 3 --seeds 0 1 2]
-    python benchmarks/pretraining_pays.py --mlm-dir outputs/bench_wikitext_mlm/steps2000/final   # reuse a pretrained model
+    python benchmarks/pretraining_pays.py [--mlm-steps 4000 --train-examples 1000 2000 8000 --epochs 3 --seeds 0 1 2]
+    python benchmarks/pretraining_pays.py --mlm-dir outputs/bench_wikitext_mlm/steps4000/final   # reuse a pretrained model
     python benchmarks/pretraining_pays.py --quick                                     # smoke run: minutes
 
 The pretrained side is ``common.wikitext_mlm`` (``configs/mlm_wikitext2.yaml``:
 a ModernBERT of hidden 256 and 4 layers, WordPiece 16,000 trained on WikiText-2
-train, masked LM for ``--mlm-steps`` steps of 32 x 128 tokens; reused from ``outputs/bench_wikitext_mlm`` when the
+train, masked LM for ``--mlm-steps`` steps of 16 x 128 tokens (default: the recipe's
+4,000); reused from ``outputs/bench_wikitext_mlm`` when the
 same code already trained it), or a model passed with ``--mlm-dir``. The
 baseline is ``build_classifier(..., random_init=True)``: the same config and
 tokenizer, random weights. Both are fine-tuned by ``nlpssl.train.train`` with
 identical hyperparameters and steps (one budget per ``--train-examples`` size:
-pretraining matters most when labels are few).
+pretraining matters most when labels are few), and both classify the mean of the
+token states (``--pooling mean``, the default here: masked LM never trains the
+[CLS] state that ModernBERT's own default, ``cls``, reads).
 
 Protocol (``sst2_protocol.load_sst2``): each seed draws its training subset and a
 held-out validation split (about 875 sentences) from SST-2 train; the model is
@@ -35,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import final_training_loss, mean_std, print_result, wikitext_mlm  # noqa: E402
+from common import final_training_loss, mean_std, print_result, wikitext_mlm, wikitext_recipe_steps  # noqa: E402
 from sst2_protocol import SST2_LABELS, SelectOnValidation, dev_accuracy, load_sst2  # noqa: E402
 
 from nlpssl.data.classification import token_lengths  # noqa: E402
@@ -55,10 +58,10 @@ def finetune(checkpoint: Path, tokenizer, splits, random_init: bool, args, seed:
     selection = SelectOnValidation(splits.validation, tokenizer, every=steps_per_epoch, max_steps=steps)
     torch.manual_seed(seed)
     model = build_classifier(str(checkpoint), tokenizer, SST2_LABELS, random_init=random_init)
-    if args.pooling:  # ModernBERT's classifier reads it at every forward: "cls" (its default) or "mean"
-        if not hasattr(model.config, "classifier_pooling"):
-            sys.exit(f"error: --pooling applies to ModernBERT checkpoints; {checkpoint} is a {model.config.model_type}")
-        model.config.classifier_pooling = args.pooling
+    if hasattr(model.config, "classifier_pooling"):  # ModernBERT's classifier reads it at every forward
+        model.config.classifier_pooling = args.pooling or "mean"
+    elif args.pooling:
+        sys.exit(f"error: --pooling applies to ModernBERT checkpoints; {checkpoint} is a {model.config.model_type}")
     objective = SequenceClassification(model)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
@@ -93,7 +96,8 @@ def compare(checkpoint: Path, tokenizer, size: int, args) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlm-steps", type=int, default=2000)
+    parser.add_argument("--mlm-steps", type=int, default=wikitext_recipe_steps(),
+                        help="MLM steps of configs/mlm_wikitext2.yaml's recipe (default: its max_steps)")
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to reuse instead of pretraining")
     parser.add_argument("--train-examples", type=int, nargs="+", default=[1000, 2000, 8000],
                         help="SST-2 training subset sizes; each is one budget for both sides")
@@ -101,7 +105,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pooling", choices=("cls", "mean"), help="ModernBERT's classifier_pooling (default: the checkpoint's, cls)")
+    parser.add_argument("--pooling", choices=("cls", "mean"),
+                        help="ModernBERT's classifier_pooling for both sides (default: mean; cls is the checkpoint's own)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 MLM steps, 200 sentences, one epoch, seed 0")
     args = parser.parse_args()
     if args.quick:
@@ -124,7 +129,7 @@ def main() -> None:
         "benchmark": "pretraining_pays",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "mlm_dir": str(checkpoint), "mlm_reused": reused, "mlm_final_loss": final_training_loss(checkpoint),
-        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "pooling": args.pooling,
+        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "pooling": args.pooling or "mean",
         "sst2_dev_accuracy": results,
         "quick": args.quick,
     })

@@ -118,8 +118,9 @@ def pretraining_pays(result: dict) -> Cells:
     mlm = f"configs/mlm_wikitext2.yaml, {result['mlm_steps']:,} steps" if result.get("mlm_steps") else f"`{result.get('mlm_dir')}`"
     if result.get("mlm_final_loss") is not None:
         mlm += f", final MLM loss {result['mlm_final_loss']:.2f}"
+    pooling = f" ({result['pooling']} pooling)" if result.get("pooling") else ""
     what = (f"small encoder MLM-pretrained with nlpssl on WikiText-2 ({mlm}) vs the same architecture randomly "
-            f"initialised, fine-tuned alike on SST-2 subsets, selected on a split held out of train, "
+            f"initialised, fine-tuned alike on SST-2 subsets{pooling}, selected on a split held out of train, "
             f"{len(result['seeds'])} seed(s)")
     return [(what, f"SST-2 dev accuracy with {sizes} sentences: pretrained "
                    f"{' / '.join(spread(run['pretrained']) for run in runs)}, random "

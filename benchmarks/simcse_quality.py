@@ -1,8 +1,8 @@
 """Does SimCSE work? From scratch on CPU: MLM-pretrain a small encoder on WikiText-2, then
 unsupervised SimCSE on WikiText-2 sentences; STS before and after, MiniLM as a ceiling.
 
-    python benchmarks/simcse_quality.py [--mlm-steps 2000 --simcse-steps 500 --out outputs/bench_simcse]
-    python benchmarks/simcse_quality.py --mlm-dir outputs/bench_wikitext_mlm/steps2000/final    # reuse the MLM model
+    python benchmarks/simcse_quality.py [--mlm-steps 4000 --simcse-steps 500 --out outputs/bench_simcse]
+    python benchmarks/simcse_quality.py --mlm-dir outputs/bench_wikitext_mlm/steps4000/final    # reuse the MLM model
     python benchmarks/simcse_quality.py --quick                                      # smoke run: STS-B only, a few steps
 
 The MLM model is ``common.wikitext_mlm``: reused from outputs/bench_wikitext_mlm
@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     print_result,
     snli_triples,
     wikitext_mlm,
+    wikitext_recipe_steps,
 )
 
 from transformers import AutoConfig, AutoModel  # noqa: E402  (after common, which imports nlpssl first)
@@ -98,7 +99,8 @@ def rounded(value: float | None) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlm-steps", type=int, default=2000)
+    parser.add_argument("--mlm-steps", type=int, default=wikitext_recipe_steps(),
+                        help="MLM steps of configs/mlm_wikitext2.yaml's recipe (default: its max_steps)")
     parser.add_argument("--mlm-dir", type=Path, help="an MLM-pretrained model folder to start from instead of pretraining")
     parser.add_argument("--simcse-steps", type=int, default=500)
     parser.add_argument("--simcse-lr", type=float, default=1e-4)
