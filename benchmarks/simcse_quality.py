@@ -28,6 +28,7 @@ selected on STS-B dev the same way.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def train_simcse(start: Path, out: Path, rows, columns: list[str], steps: int, e
     One column: unsupervised (each sentence twice, dropout views). Three columns:
     supervised (anchor, positive, hard negative).
     """
+    shutil.rmtree(out, ignore_errors=True)  # this benchmark's own folder: a rerun starts it over
     torch.manual_seed(0)
     # as scripts/train_simcse.py loads it: any encoder, with dropout when it was saved without any
     encoder, tokenizer, pooler = load_simcse_encoder(SentenceModelConfig(checkpoint=str(start), pooler="mean"))

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -123,6 +124,7 @@ def run_nlpssl(method: str, seed: int, args, bank, test, overrides: tuple[str, .
     set_seed(seed)
     objective = build_objective(cfg)
     splits = load_splits(cfg)
+    shutil.rmtree(cfg.train.output_dir, ignore_errors=True)  # this benchmark's own folder: a run not in the ledger starts over
     save_config(cfg, output_path(cfg.train, "config.yaml"))
     started = time.perf_counter()
     trained = train(objective, splits["train"], ImageCollator(), cfg.train, evaluators=[]).eval()

@@ -95,6 +95,25 @@ def output_dir_problem(output_dir: Path, resume: str, overwrite: bool, config: M
     return None
 
 
+def check_fresh_start(state, output_dir: Path) -> None:
+    """Refuse to start a run at step 0 (no resume, no overwrite) where another run left its records.
+
+    ``state``: the run's ``Accelerator`` or ``PartialState`` (call on every
+    process; the main process looks, every process raises). The scripts refuse
+    such a folder through :func:`check_output_dir` before they write its
+    ``config.yaml``; this guards :func:`nlpssl.train.train` called from Python,
+    which would otherwise drop that run's ``metrics.jsonl`` and replace its
+    checkpoints and ``final/``.
+    """
+    found = [name for name in run_markers(output_dir) if name != CONFIG_FILE] if state.is_main_process else []
+    found = gather_objects(found)[0]
+    if found:
+        raise UserError(
+            f"train.output_dir={output_dir} already holds a run ({', '.join(found)}); continue it with "
+            f"train.resume='auto', start it over with train.overwrite=True, or choose a new train.output_dir"
+        )
+
+
 def run_markers(output_dir: Path) -> list[str]:
     """The names in ``output_dir`` that show it holds a run (``checkpoints`` only when it holds any)."""
     found = []

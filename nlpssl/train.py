@@ -46,6 +46,7 @@ from nlpssl.model_card import write_model_card
 from nlpssl.objectives.base import Objective
 from nlpssl.optim import learning_rate, make_optimizer
 from nlpssl.preemption import PREEMPTED_EXIT_STATUS, Preempted, StopSignals
+from nlpssl.run_folder import check_fresh_start
 from nlpssl.runtime import apply_model_options, make_accelerator, set_cpu_threads, trackers
 from nlpssl.sampling import make_eval_loader, make_loader
 from nlpssl.sharding import evaluation_in_lockstep, optimizer_steps_in_backward, whole_model
@@ -137,6 +138,8 @@ def train(
     )
     model, optimizer = accelerator.prepare(objective, optimizer)
     start = _resume(accelerator, output_dir, cfg.resume, cfg.grad_accum_steps)
+    if not (cfg.resume or cfg.overwrite):
+        check_fresh_start(accelerator, output_dir)
     evaluators = [as_evaluator(evaluator) for evaluator in evaluators]  # plain functions keep working
     for evaluator in evaluators if start.step else ():
         evaluator.on_resume(start.step)

@@ -67,6 +67,16 @@ def test_metrics_and_outputs(setup, tmp_path):
     assert (tmp_path / "checkpoints" / "step_000003" / "model" / "model.safetensors").is_file()
 
 
+def test_a_fresh_start_in_a_folder_holding_a_run_is_refused_and_loses_nothing(setup, tmp_path):
+    _run(setup, tmp_path, 3, eval_every=100)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match=r"already holds a run \(metrics.jsonl, checkpoints/, final/\).*train.resume='auto'"):
+        _run(setup, tmp_path, 3, eval_every=100)
+    assert (tmp_path / "metrics.jsonl").read_text() == before and [r["step"] for r in read_metrics(tmp_path)][0] == 1
+    _run(setup, tmp_path, 2, eval_every=100, overwrite=True)  # starting over is one option away
+    assert max(r["step"] for r in read_metrics(tmp_path)) == 2
+
+
 def test_keeps_only_the_newest_checkpoints(setup, tmp_path):
     _run(setup, tmp_path, 10, save_every=2, keep_checkpoints=2, eval_every=100)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_000008", "step_000010"]
