@@ -49,6 +49,7 @@ from nlpssl.objectives.classification import SequenceClassification  # noqa: E40
 from nlpssl.train import TrainConfig, train  # noqa: E402
 
 SIDES = ("pretrained", "random_init")
+DEFAULT_POOLING = "mean"  # masked LM never trains the [CLS] state
 
 
 def finetune(checkpoint: Path, tokenizer, splits, random_init: bool, args, seed: int) -> float:
@@ -59,7 +60,7 @@ def finetune(checkpoint: Path, tokenizer, splits, random_init: bool, args, seed:
     torch.manual_seed(seed)
     model = build_classifier(str(checkpoint), tokenizer, SST2_LABELS, random_init=random_init)
     if hasattr(model.config, "classifier_pooling"):  # ModernBERT's classifier reads it at every forward
-        model.config.classifier_pooling = args.pooling or "mean"
+        model.config.classifier_pooling = args.pooling or DEFAULT_POOLING
     elif args.pooling:
         sys.exit(f"error: --pooling applies to ModernBERT checkpoints; {checkpoint} is a {model.config.model_type}")
     objective = SequenceClassification(model)
@@ -129,7 +130,7 @@ def main() -> None:
         "benchmark": "pretraining_pays",
         "mlm_steps": None if args.mlm_dir else args.mlm_steps,
         "mlm_dir": str(checkpoint), "mlm_reused": reused, "mlm_final_loss": final_training_loss(checkpoint),
-        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "pooling": args.pooling or "mean",
+        "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "pooling": args.pooling or DEFAULT_POOLING,
         "sst2_dev_accuracy": results,
         "quick": args.quick,
     })

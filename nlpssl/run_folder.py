@@ -73,10 +73,7 @@ def output_dir_problem(output_dir: Path, resume: str, overwrite: bool, config: M
     found = run_markers(output_dir)
     if not resume:
         if found and not overwrite:
-            return (
-                f"train.output_dir={output_dir} already holds a run ({', '.join(found)}); continue it with "
-                f"--train.resume=auto, start it over with --train.overwrite=true, or choose a new train.output_dir"
-            )
+            return already_holds_a_run(output_dir, found, "--train.resume=auto", "--train.overwrite=true")
         return None
     saved = _saved_config_of(output_dir, resume)
     if saved is None:
@@ -108,10 +105,15 @@ def check_fresh_start(state, output_dir: Path) -> None:
     found = [name for name in run_markers(output_dir) if name != CONFIG_FILE] if state.is_main_process else []
     found = gather_objects(found)[0]
     if found:
-        raise UserError(
-            f"train.output_dir={output_dir} already holds a run ({', '.join(found)}); continue it with "
-            f"train.resume='auto', start it over with train.overwrite=True, or choose a new train.output_dir"
-        )
+        raise UserError(already_holds_a_run(output_dir, found, "train.resume='auto'", "train.overwrite=True"))
+
+
+def already_holds_a_run(output_dir: Path, found: list[str], resume: str, overwrite: str) -> str:
+    """The refusal of a new run in ``output_dir``, which holds ``found``; ``resume`` / ``overwrite``: the options as the caller spells them."""
+    return (
+        f"train.output_dir={output_dir} already holds a run ({', '.join(found)}); continue it with "
+        f"{resume}, start it over with {overwrite}, or choose a new train.output_dir"
+    )
 
 
 def run_markers(output_dir: Path) -> list[str]:

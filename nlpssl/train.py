@@ -129,6 +129,8 @@ def train(
         raise UserError(f"train.max_bad_steps={cfg.max_bad_steps}: must be at least 1 (non-finite steps skipped in a row before the run stops)")
     output_dir = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.precision, cfg.batch_size, cfg.max_grad_norm, trackers(cfg.report_to), output_dir)
+    if not (cfg.resume or cfg.overwrite):  # before any model or optimizer work: a refused start costs nothing
+        check_fresh_start(accelerator, output_dir)
     hparams = hparams if hparams is not None else flat_dict({"train": cfg})
     set_cpu_threads(accelerator, cfg.cpu_threads)
     set_seed(cfg.seed)
@@ -138,8 +140,6 @@ def train(
     )
     model, optimizer = accelerator.prepare(objective, optimizer)
     start = _resume(accelerator, output_dir, cfg.resume, cfg.grad_accum_steps)
-    if not (cfg.resume or cfg.overwrite):
-        check_fresh_start(accelerator, output_dir)
     evaluators = [as_evaluator(evaluator) for evaluator in evaluators]  # plain functions keep working
     for evaluator in evaluators if start.step else ():
         evaluator.on_resume(start.step)
